@@ -1,0 +1,146 @@
+"""The stage contract: a class with a pydantic config and one method from table to
+(kept, rejected).
+
+A stage never mutates its input. Scoring stages add columns and reject nothing;
+filters and selectors reject rows, each with a short machine-readable ``reason``
+(the funnel counts these) and a human ``detail`` naming the value that decided it.
+The runner checks ``rows_in + added == kept + rejected`` after every stage.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import RecipeError
+from .fingerprint import hash_parts
+
+REJECT_COLUMNS = ("reason", "detail")
+
+
+class StageConfig(BaseModel):
+    """Base of every stage config: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class StageOutput(NamedTuple):
+    kept: pa.Table
+    rejected: pa.Table
+    added: int = 0  # rows a stage created (augmentation); counted so the invariant still holds
+
+
+class Reporter:
+    """Progress reporting for long work. The default shows nothing (notebooks, tests);
+    the CLI passes one that draws rich progress bars."""
+
+    def track(self, items: Iterable, total: int | None = None, description: str = "") -> Iterator:
+        yield from items
+
+    def log(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class StageContext:
+    """What the runner hands a stage besides its table."""
+
+    reporter: Reporter = field(default_factory=Reporter)
+    store: Any = None  # curate.store.Store, when the stage runs inside a pipeline
+    step: str = ""  # the step's name in its pipeline (a stage can appear twice)
+
+
+class Stage:
+    """Subclass with ``name``, ``Config`` and ``process``; register it in ``curate.stages``."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"  # bump when the same config starts meaning something else
+    Config: ClassVar[type[StageConfig]]
+
+    def __init__(self, config: StageConfig | dict | None = None, /, **overrides: Any):
+        if isinstance(config, StageConfig) and not overrides:
+            self.config = config
+            return
+        values = config.model_dump(exclude_defaults=True) if isinstance(config, StageConfig) else dict(config or {})
+        values.update(overrides)
+        try:
+            self.config = self.Config(**values)
+        except ValidationError as e:
+            raise RecipeError(config_problems(e, self.name)) from None
+
+    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+        raise NotImplementedError(f"stage {self.name} does not implement process()")
+
+    def __call__(self, table: pa.Table, ctx: StageContext | None = None) -> StageOutput:
+        return self.process(table, ctx or StageContext())
+
+    def fingerprint(self, parent: str) -> str:
+        return hash_parts(parent, self.name, self.config.model_dump(mode="json", exclude_defaults=True), self.version)
+
+    def with_overrides(self, overrides: dict) -> Stage:
+        return type(self)(self.config, **overrides)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump(exclude_defaults=True).items())
+        return f"{type(self).__name__}({args})"
+
+
+def config_problems(err: ValidationError, prefix: str) -> list[str]:
+    """pydantic errors as one line each, with the dotted path of the field."""
+    out = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (prefix, *e["loc"]))
+        if e["type"] == "extra_forbidden":
+            out.append(f"{loc}: unknown key")
+        else:
+            out.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return out
+
+
+def split(
+    table: pa.Table,
+    keep: list[bool] | pa.Array,
+    reason: list[str | None] | str,
+    detail: list[str | None] | None = None,
+    extra: dict[str, list] | None = None,
+) -> StageOutput:
+    """Split ``table`` by a keep mask; the rejected rows get ``reason``/``detail`` and any
+    ``extra`` columns (values for every input row; only the rejected rows' values are kept)."""
+    mask = pa.array(keep, type=pa.bool_())
+    kept = table.filter(mask)
+    drop = pc.invert(mask)
+    rejected = table.filter(drop)
+    n = len(table)
+    reasons = [reason] * n if isinstance(reason, str) else reason
+    cols = {"reason": reasons, "detail": detail if detail is not None else [None] * n, **(extra or {})}
+    for name, values in cols.items():
+        rejected = rejected.append_column(name, pa.array(values).filter(drop))
+    return StageOutput(kept, rejected)
+
+
+def describe_config(config_cls: type[StageConfig]) -> list[dict[str, str]]:
+    """Each config field's name, type, default and one-line doc (for ``curate stages NAME``)."""
+    rows = []
+    for name, f in config_cls.model_fields.items():
+        default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+        rows.append({"name": name, "type": type_name(f.annotation), "default": default, "doc": (f.description or "").strip()})
+    return rows
+
+
+def type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is None:
+        return getattr(tp, "__name__", str(tp))
+    args = typing.get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"

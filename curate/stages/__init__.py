@@ -1,0 +1,12 @@
+"""The one registry of stages: name -> class. ``curate stages``, recipe validation and
+the docs are generated from it and from the config classes."""
+
+from __future__ import annotations
+
+from ..stage import Stage
+from .dedup import ExactDedup
+from .heuristics import HeuristicFilter
+
+REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (ExactDedup, HeuristicFilter)}
+
+__all__ = ["REGISTRY", "ExactDedup", "HeuristicFilter"]
