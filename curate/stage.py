@@ -9,6 +9,7 @@ The runner checks ``rows_in + added == kept + rejected`` after every stage.
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from collections.abc import Iterable, Iterator
@@ -73,7 +74,7 @@ class Stage:
         try:
             self.config = self.Config(**values)
         except ValidationError as e:
-            raise RecipeError(config_problems(e, self.name)) from None
+            raise RecipeError(config_problems(e, self.name, self.Config)) from None
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         raise NotImplementedError(f"stage {self.name} does not implement process()")
@@ -92,15 +93,27 @@ class Stage:
         return f"{type(self).__name__}({args})"
 
 
-def config_problems(err: ValidationError, prefix: str) -> list[str]:
+def config_problems(err: ValidationError, prefix: str, model: type[BaseModel] | None = None) -> list[str]:
     """pydantic errors as one line each, with the dotted path of the field."""
+    return [f"{'.'.join(str(p) for p in (prefix, *loc))}: {msg}" for loc, msg in validation_problems(err, model)]
+
+
+def validation_problems(err: ValidationError, model: type[BaseModel] | None = None) -> list[tuple[tuple, str]]:
+    """(location, message) for each pydantic error; unknown keys get the closest valid key."""
     out = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in (prefix, *e["loc"]))
+        loc = tuple(e["loc"])
         if e["type"] == "extra_forbidden":
-            out.append(f"{loc}: unknown key")
+            msg = "unknown key"
+            if model is not None and len(loc) == 1:
+                close = difflib.get_close_matches(str(loc[0]), list(model.model_fields), n=1, cutoff=0.5)
+                valid = ", ".join(model.model_fields)
+                msg += f"; did you mean '{close[0]}'?" if close else f"; valid keys: {valid}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
         else:
-            out.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+            msg = f"{e['msg']} (got {e.get('input')!r})"
+        out.append((loc, msg))
     return out
 
 

@@ -1,0 +1,211 @@
+"""The ``curate`` command: a thin shell over the Python API that notebooks use.
+
+Exit codes: 0 success, 2 bad recipe or arguments, 1 runtime failure. Errors print one
+clear message, never a traceback (set ``CURATE_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import CurateError, UsageError
+from .stage import Reporter
+
+app = typer.Typer(help="Curate and select training data for LLM fine-tuning and pretraining.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+datasets_app = typer.Typer(help="List, inspect, compare and export dataset versions.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Store root (else $CURATE_STORE, else ./.curate).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class RichReporter(Reporter):
+    """Progress bars on stderr for the CLI."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def track(self, items: Iterable, total: int | None = None, description: str = "") -> Iterator:
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            yield from progress.track(items, total=total, description=description)
+
+    def log(self, message: str) -> None:
+        self.console.print(f"[dim]{message}[/dim]")
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    store: StoreOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute every step even if cached.")] = False,
+    until: Annotated[Optional[str], typer.Option("--until", help="Stop after this step.")] = None,
+) -> None:
+    """Run a recipe: every step's output becomes a versioned dataset; prints the funnel."""
+    from .recipe import load_recipe
+    from .report import funnel_table
+
+    start = time.perf_counter()
+    pipeline = load_recipe(recipe).pipeline()
+    result = pipeline.run(store, force=force, until=until, reporter=RichReporter(err))
+    out.print(funnel_table(result))
+    state = "nothing to compute: every step was cached" if result.all_cached else "done"
+    out.print(f"{state}; {result.final.num_rows:,} rows in {result.name} ({time.perf_counter() - start:.1f} s)")
+
+
+@app.command()
+def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
+    """Check a recipe without running it; reports every problem at once."""
+    from .recipe import load_recipe
+
+    r = load_recipe(recipe)
+    p = r.pipeline()
+    out.print(f"{recipe}: ok -- dataset '{r.name}', source {getattr(r.source, 'type', r.source)}, {len(p.stages)} stages")
+    for step, stage in zip(p.steps, p.stages):
+        out.print(f"  {step}: {stage!r}")
+
+
+@app.command()
+def stages(name: Annotated[Optional[str], typer.Argument(help="A stage name to describe.")] = None) -> None:
+    """List the stages, or print one stage's config fields with types, defaults and docs."""
+    from .stage import describe_config
+    from .stages import REGISTRY
+
+    if name is None:
+        t = Table("stage", "version", "what it does")
+        for n, cls in sorted(REGISTRY.items()):
+            t.add_row(n, cls.version, _first_line(sys.modules[cls.__module__].__doc__))
+        out.print(t)
+        return
+    if name not in REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(REGISTRY), n=1)
+        raise UsageError(f"unknown stage {name!r}" + (f"; did you mean '{close[0]}'?" if close else ""))
+    cls = REGISTRY[name]
+    out.print(f"[bold]{name}[/bold] (version {cls.version}): {_first_line(sys.modules[cls.__module__].__doc__)}")
+    t = Table("field", "type", "default", "doc")
+    for f in describe_config(cls.Config):
+        t.add_row(f["name"], f["type"], f["default"], f["doc"])
+    out.print(t)
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n")[0]
+
+
+@datasets_app.command("list")
+def datasets_list(
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+    all_steps: Annotated[bool, typer.Option("--all", help="Include each recipe step's intermediate dataset.")] = False,
+) -> None:
+    """List named datasets with their latest version and row count."""
+    from .versions import list_datasets
+
+    rows = list_datasets(store, include_steps=all_steps)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table("name", "versions", "latest", "rows", "rejected", "created")
+    for r in rows:
+        t.add_row(r["name"], str(r["versions"]), r["latest"], f"{r['rows']:,}", f"{r['rejected']:,}", r["created"])
+    out.print(t if rows else "no datasets yet: run a recipe (curate run RECIPE)")
+
+
+@datasets_app.command("show")
+def datasets_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@N, NAME@<fingerprint>, NAME/STEP.")],
+                  store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Print a version's manifest."""
+    from .report import manifest_table
+    from .store import Store
+
+    m = Store(store).resolve(ref).manifest
+    if as_json:
+        print(json.dumps(m, indent=2))
+    else:
+        out.print(manifest_table(m))
+
+
+@datasets_app.command("diff")
+def datasets_diff(a: Annotated[str, typer.Argument(help="First reference.")],
+                  b: Annotated[str, typer.Argument(help="Second reference.")],
+                  store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Rows only in each version (by id) and rows whose content changed."""
+    from .versions import diff
+
+    d = diff(a, b, store)
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    out.print(f"A = {a} ({d['a']['fingerprint']}, {d['a']['rows']:,} rows)")
+    out.print(f"B = {b} ({d['b']['fingerprint']}, {d['b']['rows']:,} rows)")
+    out.print(f"only in A: {d['only_in_a']:,}  only in B: {d['only_in_b']:,}  changed: {d['changed']:,}  same: {d['same']:,}")
+    for k, ids in d["examples"].items():
+        if ids:
+            out.print(f"  {k}: {', '.join(ids)}{' ...' if len(ids) < d[k] else ''}")
+
+
+@datasets_app.command("export")
+def datasets_export(
+    ref: Annotated[str, typer.Argument(help="Dataset reference.")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | hf")],
+    dest: Annotated[Path, typer.Option("--out", help="Output file (jsonl, parquet) or folder (hf).")],
+    store: StoreOpt = None,
+) -> None:
+    """Export a version for a downstream training job."""
+    from .versions import export
+
+    if fmt not in ("jsonl", "parquet", "hf"):
+        raise UsageError(f"--format {fmt}: use jsonl, parquet or hf")
+    path = export(ref, fmt, dest, store)  # type: ignore[arg-type]
+    out.print(f"wrote {path}")
+
+
+def main() -> None:
+    try:
+        rv = app(standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        e.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except CurateError as e:
+        err.print("[bold red]error:[/bold red]", end=" ")
+        err.print(str(e), markup=False, highlight=False)
+        _debug()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # a bug of ours: say so plainly, traceback on request
+        err.print("[bold red]internal error:[/bold red]", end=" ")
+        err.print(f"{type(e).__name__}: {e}\nThis is a bug in curate; rerun with CURATE_DEBUG=1 for the "
+                  "traceback and report it.", markup=False, highlight=False)
+        _debug()
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _debug() -> None:
+    if os.environ.get("CURATE_DEBUG"):
+        import traceback
+
+        traceback.print_exc()

@@ -1,0 +1,260 @@
+"""Pipelines: an ordered chain of stages over a source, run against the versioned store.
+
+Each step's output is a version whose fingerprint is derived from its input's
+fingerprint and its own (name, config, version); a step whose fingerprint is already
+in the store is *cached* and costs nothing -- not even loading its data, unless a
+later step needs to compute. A run killed half-way resumes after the last version
+that was written, and ends at the same final fingerprint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import StageError, UsageError
+from .stage import Reporter, Stage, StageContext, StageOutput
+from .store import Store, Version, check_name, now
+
+SOURCE_STEP = "source"
+
+
+@dataclass
+class StepStat:
+    step: str
+    stage: str
+    fingerprint: str
+    rows_in: int
+    kept: int
+    rejected: int
+    added: int
+    reasons: dict[str, int]
+    seconds: float
+    cached: bool
+
+    @classmethod
+    def from_manifest(cls, m: dict[str, Any], cached: bool) -> StepStat:
+        c = m["counts"]
+        return cls(
+            m["stage"]["step"], m["stage"]["name"], m["fingerprint"], c["in"], c["kept"], c["rejected"],
+            c.get("added", 0), m.get("rejections", {}), 0.0 if cached else m.get("wall_time_s", 0.0), cached,
+        )
+
+
+@dataclass
+class RunResult:
+    name: str
+    final: Version
+    steps: list[StepStat]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.final.fingerprint
+
+    @property
+    def all_cached(self) -> bool:
+        return all(s.cached for s in self.steps)
+
+    def table(self):
+        return self.final.table()
+
+
+@dataclass
+class RecipeInfo:
+    """Where a pipeline came from, recorded in every manifest it writes."""
+
+    path: str
+    sha256: str
+
+
+@dataclass
+class Pipeline:
+    """``Pipeline([ExactDedup(), HeuristicFilter(min_words=20)], source=JsonlSource(path=...), name="demo")``.
+
+    ``source`` is a source object (``curate.sources``) or a reference to a dataset version
+    already in the store (``"math_sft@2"``)."""
+
+    stages: Sequence[Stage]
+    source: Any = None
+    name: str = "dataset"
+    recipe: RecipeInfo | None = None
+    steps: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        self.stages = list(self.stages)
+        self.steps = step_names(self.stages)
+
+    @classmethod
+    def from_recipe(cls, path: str | Path) -> Pipeline:
+        from .recipe import load_recipe
+
+        return load_recipe(path).pipeline()
+
+    def then(self, *stages: Stage) -> Pipeline:
+        """A new pipeline with ``stages`` appended (this one is not modified)."""
+        return Pipeline([*self.stages, *stages], self.source, self.name, self.recipe)
+
+    def run(
+        self,
+        store: Store | str | Path | None = None,
+        *,
+        force: bool = False,
+        until: str | None = None,
+        reporter: Reporter | None = None,
+    ) -> RunResult:
+        store = store if isinstance(store, Store) else Store(store)
+        reporter = reporter or Reporter()
+        if until is not None and until not in (SOURCE_STEP, *self.steps):
+            raise UsageError(f"--until {until}: no such step; steps are {', '.join([SOURCE_STEP, *self.steps])}")
+        stats: list[StepStat] = []
+        table = None
+        lineage: list[dict[str, Any]] = []
+
+        parent = self._run_source(store, force, reporter, stats, lineage)
+        table_fp = None
+        if until != SOURCE_STEP:
+            for step, stage in zip(self.steps, self.stages):
+                fp = stage.fingerprint(parent.fingerprint)
+                if store.has(fp) and not force:
+                    version = store.version(fp)
+                    stats.append(StepStat.from_manifest(version.manifest, cached=True))
+                    reporter.log(f"{step}: cached ({fp})")
+                else:
+                    if table is None or table_fp != parent.fingerprint:
+                        table = parent.table()
+                    version, table = self._compute(store, stage, step, fp, parent, table, lineage, reporter)
+                    table_fp = fp
+                    stats.append(StepStat.from_manifest(version.manifest, cached=False))
+                lineage.append(_lineage_entry(version.manifest))
+                store.tag(f"{self.name}/{step}", fp)
+                parent = version
+                if step == until:
+                    break
+        if until is None:
+            store.tag(self.name, parent.fingerprint)
+        return RunResult(self.name, parent, stats)
+
+    def _run_source(self, store, force, reporter, stats, lineage) -> Version:
+        if self.source is None:
+            raise UsageError("this pipeline has no source: pass source=... (a curate.sources object or a dataset reference)")
+        if isinstance(self.source, str):
+            version = store.resolve(self.source)
+            lineage.extend(version.manifest.get("lineage", []))
+            return version
+        fp = self.source.fingerprint()
+        if store.has(fp) and not force:
+            version = store.version(fp)
+            stats.append(StepStat.from_manifest(version.manifest, cached=True))
+        else:
+            start = time.perf_counter()
+            out = self.source.read(StageContext(reporter=reporter, store=store, step=SOURCE_STEP))
+            rejected = _with_stage_column(out.rejected, SOURCE_STEP)
+            check_counts(SOURCE_STEP, out.rows_in, out.kept, rejected, 0)
+            manifest = self._manifest(
+                fp, [], {"name": f"source:{self.source.type}", "step": SOURCE_STEP, "version": self.source.version,
+                         "config": self.source.config.model_dump(mode="json")},
+                out.rows_in, out.kept, rejected, 0, time.perf_counter() - start, [],
+            )
+            version = store.write_version(out.kept, rejected, manifest)
+            stats.append(StepStat.from_manifest(manifest, cached=False))
+        lineage.append(_lineage_entry(version.manifest))
+        store.tag(f"{self.name}/{SOURCE_STEP}", fp)
+        return version
+
+    def _compute(self, store, stage, step, fp, parent, table, lineage, reporter):
+        start = time.perf_counter()
+        ctx = StageContext(reporter=reporter, store=store, step=step)
+        try:
+            out: StageOutput = stage.process(table, ctx)
+        except StageError:
+            raise
+        except Exception as e:  # a stage bug or bad data: say which step, keep the cause
+            raise StageError(f"step '{step}' ({stage.name}) failed: {type(e).__name__}: {e}") from e
+        rejected = _with_stage_column(out.rejected, step)
+        check_counts(step, len(table), out.kept, rejected, out.added)
+        manifest = self._manifest(
+            fp, [parent.fingerprint],
+            {"name": stage.name, "step": step, "version": stage.version, "config": stage.config.model_dump(mode="json")},
+            len(table), out.kept, rejected, out.added, time.perf_counter() - start, lineage,
+        )
+        return store.write_version(out.kept, rejected, manifest), out.kept
+
+    def _manifest(self, fp, parents, stage_info, rows_in, kept, rejected, added, seconds, lineage) -> dict[str, Any]:
+        reasons = Counter(rejected.column("reason").to_pylist()) if len(rejected) else Counter()
+        m = {
+            "fingerprint": fp,
+            "parents": parents,
+            "name": self.name,
+            "stage": stage_info,
+            "recipe": None if self.recipe is None else {"path": self.recipe.path, "sha256": self.recipe.sha256},
+            "curate_version": __version__,
+            "created": now(),
+            "counts": {"in": rows_in, "kept": len(kept), "rejected": len(rejected), "added": added},
+            "rejections": dict(reasons.most_common()),
+            "wall_time_s": round(seconds, 3),
+            "columns": {f.name: str(f.type) for f in kept.schema},
+            "scores": score_summary(kept),
+        }
+        m["lineage"] = [*lineage, _lineage_entry(m)]
+        return m
+
+
+def step_names(stages: Sequence[Stage]) -> list[str]:
+    """Each stage's step name: its stage name, suffixed ``_2``, ``_3``... when repeated."""
+    seen: Counter[str] = Counter()
+    names = []
+    for s in stages:
+        if not isinstance(s, Stage):
+            raise UsageError(f"pipeline stages must be curate stages, got {type(s).__name__}")
+        seen[s.name] += 1
+        names.append(s.name if seen[s.name] == 1 else f"{s.name}_{seen[s.name]}")
+    return names
+
+
+def check_counts(step: str, rows_in: int, kept, rejected, added: int) -> None:
+    if rows_in + added != len(kept) + len(rejected):
+        raise StageError(
+            f"step '{step}' broke the row invariant: rows in {rows_in} + added {added} != "
+            f"kept {len(kept)} + rejected {len(rejected)}; rows were lost or duplicated"
+        )
+    if len(rejected) and "reason" not in rejected.column_names:
+        raise StageError(f"step '{step}' rejected rows without a 'reason' column")
+
+
+def _with_stage_column(rejected, step: str):
+    import pyarrow as pa
+
+    if "stage" in rejected.column_names:
+        rejected = rejected.drop_columns(["stage"])
+    return rejected.append_column("stage", pa.array([step] * len(rejected), type=pa.string()))
+
+
+def _lineage_entry(m: dict[str, Any]) -> dict[str, Any]:
+    return {"step": m["stage"]["step"], "stage": m["stage"]["name"], "fingerprint": m["fingerprint"], "counts": m["counts"]}
+
+
+def score_summary(table) -> dict[str, dict[str, float]]:
+    """min / mean / quantiles / max of every numeric column (the scores stages add)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = {}
+    for f in table.schema:
+        if f.name == "id" or not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)):
+            continue
+        col = table.column(f.name)
+        valid = len(col) - col.null_count
+        entry: dict[str, float] = {"count": valid, "nulls": col.null_count}
+        if valid:
+            q = pc.quantile(col, q=[0.05, 0.5, 0.95]).to_pylist()
+            entry.update(
+                min=pc.min(col).as_py(), p05=q[0], median=q[1], mean=pc.mean(col).as_py(), p95=q[2], max=pc.max(col).as_py()
+            )
+        out[f.name] = entry
+    return out

@@ -1,0 +1,64 @@
+"""Exact deduplication by a hash of normalised text.
+
+Normalisation (each step switchable) makes texts that differ only in case, Unicode
+form or spacing count as the same: NFKC, lower-case, runs of whitespace collapsed to
+one space, ends stripped. The first row with a given hash is kept; every later one
+is rejected with ``duplicate_of`` = the id of the kept row, so the choice can be
+audited and undone. Near-duplicates are the job of ``minhash_dedup``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import pyarrow as pa
+import xxhash
+
+from ..records import default_text_field, texts
+from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+
+_SPACE = re.compile(r"\s+")
+
+
+class ExactDedupConfig(StageConfig):
+    field: str | None = None
+    """Text to hash: text, prompt, response, conversation or a string column; None = response (SFT) or text."""
+    lowercase: bool = True
+    """Compare case-insensitively."""
+    normalize_unicode: bool = True
+    """Apply Unicode NFKC normalisation before hashing (full-width letters, ligatures...)."""
+    collapse_whitespace: bool = True
+    """Treat any run of whitespace as one space and ignore leading/trailing whitespace."""
+
+
+class ExactDedup(Stage):
+    name = "exact_dedup"
+    version = "1"
+    Config = ExactDedupConfig
+    config: ExactDedupConfig
+
+    def normalize(self, text: str) -> str:
+        c = self.config
+        if c.normalize_unicode:
+            text = unicodedata.normalize("NFKC", text)
+        if c.lowercase:
+            text = text.lower()
+        if c.collapse_whitespace:
+            text = _SPACE.sub(" ", text).strip()
+        return text
+
+    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+        field = self.config.field or default_text_field(table)
+        ids = table.column("id").to_pylist()
+        first: dict[bytes, str] = {}
+        keep, duplicate_of, detail = [], [], []
+        rows = ctx.reporter.track(zip(ids, texts(table, field)), total=len(ids), description="exact_dedup")
+        for row_id, text in rows:
+            key = xxhash.xxh3_128_digest(self.normalize(text).encode())
+            kept_id = first.setdefault(key, row_id)
+            is_first = kept_id == row_id
+            keep.append(is_first)
+            duplicate_of.append(None if is_first else kept_id)
+            detail.append(None if is_first else f"same normalised {field} as {kept_id}")
+        return split(table, keep, "exact_duplicate", detail, {"duplicate_of": duplicate_of})

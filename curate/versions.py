@@ -1,0 +1,111 @@
+"""Operations on stored versions: load, list, diff, export (the ``curate datasets`` verbs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import xxhash
+
+from .errors import UsageError
+from .store import Store, Version
+
+As = Literal["datasets", "polars", "arrow"]
+ExportFormat = Literal["jsonl", "parquet", "hf"]
+
+
+def _store(store: Store | str | Path | None) -> Store:
+    return store if isinstance(store, Store) else Store(store)
+
+
+def load(ref: str, as_: As = "datasets", store: Store | str | Path | None = None, rejected: bool = False):
+    """A dataset version as a ``datasets.Dataset`` (default), ``polars.DataFrame`` or pyarrow Table.
+    ``rejected=True`` returns the rows that step removed, with their reasons."""
+    version = _store(store).resolve(ref)
+    table = version.rejected() if rejected else version.table()
+    if as_ == "arrow":
+        return table
+    if as_ == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    if as_ == "datasets":
+        import datasets
+
+        return datasets.Dataset(table)
+    raise UsageError(f"as_={as_!r}: use 'datasets', 'polars' or 'arrow'")
+
+
+def list_datasets(store: Store | str | Path | None = None, include_steps: bool = False) -> list[dict[str, Any]]:
+    store = _store(store)
+    out = []
+    for name in store.names():
+        if "/" in name and not include_steps:
+            continue
+        hist = store.history(name)
+        latest = hist[-1]["fingerprint"]
+        m = store.version(latest).manifest if store.has(latest) else None
+        out.append({
+            "name": name,
+            "versions": len(hist),
+            "latest": latest,
+            "rows": m["counts"]["kept"] if m else None,
+            "rejected": m["counts"]["rejected"] if m else None,
+            "step": m["stage"]["step"] if m else None,
+            "created": hist[-1]["created"],
+        })
+    return out
+
+
+def diff(ref_a: str, ref_b: str, store: Store | str | Path | None = None, examples: int = 5) -> dict[str, Any]:
+    """Rows only in A, only in B (by id), and rows whose content changed."""
+    store = _store(store)
+    a, b = store.resolve(ref_a), store.resolve(ref_b)
+    ha, hb = _row_hashes(a), _row_hashes(b)
+    only_a = sorted(set(ha) - set(hb))
+    only_b = sorted(set(hb) - set(ha))
+    changed = sorted(k for k in set(ha) & set(hb) if ha[k] != hb[k])
+    return {
+        "a": {"ref": ref_a, "fingerprint": a.fingerprint, "rows": len(ha)},
+        "b": {"ref": ref_b, "fingerprint": b.fingerprint, "rows": len(hb)},
+        "only_in_a": len(only_a),
+        "only_in_b": len(only_b),
+        "changed": len(changed),
+        "same": len(ha) - len(only_a) - len(changed),
+        "examples": {"only_in_a": only_a[:examples], "only_in_b": only_b[:examples], "changed": changed[:examples]},
+    }
+
+
+def _row_hashes(version: Version) -> dict[str, bytes]:
+    table = version.table()
+    ids = table.column("id").to_pylist()
+    rest = table.drop_columns(["id"]).to_pylist()
+    return {i: xxhash.xxh3_128_digest(json.dumps(r, sort_keys=True, default=str).encode()) for i, r in zip(ids, rest)}
+
+
+def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Path | None = None) -> Path:
+    """Write a version for a downstream job: ``jsonl`` (one row per line, SFT rows in the chat
+    ``messages`` format TRL/axolotl/LLaMA-Factory read), ``parquet`` (one file) or ``hf``
+    (a ``datasets`` folder for ``load_from_disk``)."""
+    version = _store(store).resolve(ref)
+    out = Path(out)
+    table = version.table()
+    if fmt == "jsonl":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w") as f:
+            for batch in table.to_batches(max_chunksize=10_000):
+                for row in batch.to_pylist():
+                    f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out, compression="zstd")
+    elif fmt == "hf":
+        import datasets
+
+        datasets.Dataset(table).save_to_disk(str(out))
+    else:
+        raise UsageError(f"--format {fmt}: use jsonl, parquet or hf")
+    return out

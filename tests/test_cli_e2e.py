@@ -1,0 +1,136 @@
+"""End-to-end: the main job through the CLI, exactly as the README runs it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from .conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+RECIPE = "recipes/math_sft.yaml"
+
+
+def versions_of(store: Path) -> list[dict]:
+    proc = run_cli("datasets", "list", "--all", "--json", "--store", str(store))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_main_job_runs_caches_and_recomputes_on_force(isolated_store):
+    t0 = time.perf_counter()
+    first = run_cli("run", RECIPE, "--store", str(isolated_store))
+    t_first = time.perf_counter() - t0
+    assert first.returncode == 0, first.stderr
+    assert "rows in" in first.stdout and "heuristic_filter" in first.stdout  # the funnel table
+
+    listed = {d["name"]: d for d in json.loads(run_cli("datasets", "list", "--json", "--store", str(isolated_store)).stdout)}
+    assert listed["math_sft"]["rows"] > 0
+
+    t0 = time.perf_counter()
+    again = run_cli("run", RECIPE, "--store", str(isolated_store))
+    t_again = time.perf_counter() - t0
+    assert again.returncode == 0, again.stderr
+    assert "every step was cached" in again.stdout
+    assert again.stdout.count(" yes ") >= 3 and " no " not in again.stdout.split("\n", 1)[1]
+    assert t_again < t_first / 3, (t_first, t_again)
+
+    forced = run_cli("run", RECIPE, "--store", str(isolated_store), "--force")
+    assert forced.returncode == 0 and "every step was cached" not in forced.stdout
+
+    # every version: counts add up, and every removed id is in its rejected parquet with a reason
+    for d in versions_of(isolated_store):
+        m = json.loads(run_cli("datasets", "show", d["name"], "--json", "--store", str(isolated_store)).stdout)
+        c = m["counts"]
+        assert c["in"] == c["kept"] + c["rejected"], d["name"]
+        for entry in m["lineage"]:
+            assert entry["counts"]["in"] == entry["counts"]["kept"] + entry["counts"]["rejected"]
+        vdir = isolated_store / "versions" / m["fingerprint"]
+        rejected = pq.read_table(vdir / "rejected.parquet")
+        assert rejected.num_rows == c["rejected"]
+        assert all(rejected.column("reason").to_pylist()) and set(rejected.column("stage").to_pylist()) <= {m["stage"]["step"]}
+        if m["parents"]:
+            parent_ids = set(pq.read_table(isolated_store / "versions" / m["parents"][0] / "data").column("id").to_pylist())
+            kept_ids = set(pq.read_table(vdir / "data").column("id").to_pylist())
+            assert parent_ids - kept_ids == set(rejected.column("id").to_pylist())
+
+
+def test_sigkill_during_a_later_stage_then_rerun_matches_uninterrupted(tmp_path):
+    clean_store, killed_store = tmp_path / "clean", tmp_path / "killed"
+    clean = run_cli("run", RECIPE, "--store", str(clean_store))
+    assert clean.returncode == 0, clean.stderr
+    final = json.loads(run_cli("datasets", "show", "math_sft", "--json", "--store", str(clean_store)).stdout)["fingerprint"]
+
+    proc = subprocess.Popen([sys.executable, "-m", "curate", "run", RECIPE, "--store", str(killed_store)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = killed_store / "names" / "math_sft%2Fexact_dedup.json"  # exact_dedup done: heuristic_filter is running
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    names = [d["name"] for d in versions_of(killed_store)]
+    assert "math_sft" not in names, "the run finished before it could be killed; the test proved nothing"
+    assert "math_sft/exact_dedup" in names
+
+    resumed = run_cli("run", RECIPE, "--store", str(killed_store))
+    assert resumed.returncode == 0, resumed.stderr
+    show = json.loads(run_cli("datasets", "show", "math_sft", "--json", "--store", str(killed_store)).stdout)
+    assert show["fingerprint"] == final
+    # only complete versions exist: each versions/ dir has its manifest, and tmp/ holds nothing of the dead run
+    for vdir in (killed_store / "versions").iterdir():
+        assert (vdir / "manifest.json").is_file()
+    assert not list((killed_store / "tmp").glob(f"*.{proc.pid}.*"))
+
+
+def test_bad_jsonl_rows_are_rejected_with_their_line_and_the_run_completes(tmp_path):
+    good = "The committee met on a grey morning to review the budget and the cost of the new bridge for the town."
+    lines = [
+        json.dumps({"question": "q1", "solution": good}),
+        '{"question": "q2", "solution": "broken',                      # line 2: bad JSON
+        json.dumps({"question": "q3"}),                                # line 3: missing mapped field
+        json.dumps({"question": "q4", "solution": "   "}),            # line 4: empty response
+        json.dumps({"question": "q5", "solution": good + " Again."}),
+    ]
+    (tmp_path / "pool.jsonl").write_text("\n".join(lines) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: bad_input\nsource:\n  type: jsonl\n  path: pool.jsonl\n"
+                      "  fields: {prompt: question, response: solution}\nstages:\n  - exact_dedup: {}\n")
+    proc = run_cli("run", str(recipe), "--store", str(tmp_path / "s"))
+    assert proc.returncode == 0, proc.stderr
+    src = json.loads(run_cli("datasets", "show", "bad_input/source", "--json", "--store", str(tmp_path / "s")).stdout)
+    rejected = pq.read_table(tmp_path / "s" / "versions" / src["fingerprint"] / "rejected.parquet").to_pylist()
+    by_line = {r["line"]: r for r in rejected}
+    assert set(by_line) == {2, 3, 4}
+    assert by_line[2]["reason"] == "bad_json" and "line 2" in by_line[2]["detail"]
+    assert by_line[3]["reason"] == "missing_field" and "line 3" in by_line[3]["detail"]
+    assert by_line[4]["reason"] == "empty_text" and "line 4" in by_line[4]["detail"]
+    assert src["counts"] == {"in": 5, "kept": 2, "rejected": 3, "added": 0}
+
+
+def test_export_diff_and_show_from_the_cli(tmp_path):
+    store = str(tmp_path / "s")
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text("name: small\nsource: {type: champ, limit_problems: 3}\npipeline: math_sft\n")
+    assert run_cli("run", str(recipe), "--store", store).returncode == 0
+    jsonl = tmp_path / "out.jsonl"
+    assert run_cli("datasets", "export", "small", "--format", "jsonl", "--out", str(jsonl), "--store", store).returncode == 0
+    first = json.loads(jsonl.read_text().splitlines()[0])
+    assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
+    hf = tmp_path / "hf"
+    assert run_cli("datasets", "export", "small", "--format", "hf", "--out", str(hf), "--store", store).returncode == 0
+    import datasets
+
+    assert datasets.load_from_disk(str(hf)).num_rows == len(jsonl.read_text().splitlines())
+    d = json.loads(run_cli("datasets", "diff", "small/source", "small", "--json", "--store", store).stdout)
+    assert d["only_in_b"] == 0 and d["only_in_a"] == d["a"]["rows"] - d["b"]["rows"] and d["changed"] == 0
+    shown = run_cli("datasets", "show", "small", "--store", store)
+    assert shown.returncode == 0 and "lineage" in shown.stdout
+    bad = run_cli("datasets", "show", "smal", "--store", store)
+    assert bad.returncode == 2 and "did you mean 'small'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,58 @@
+import pyarrow as pa
+import pytest
+
+from curate.errors import RecipeError
+from curate.stages import ExactDedup
+
+
+def sft(rows):
+    return pa.table({
+        "id": [r[0] for r in rows],
+        "messages": [[{"role": "user", "content": p}, {"role": "assistant", "content": a}] for _, p, a in rows],
+    })
+
+
+def test_duplicates_differing_in_case_and_spacing_are_found_and_first_is_kept():
+    t = sft([
+        ("a", "q1", "The answer is 42."),
+        ("b", "q2", "A different solution entirely."),
+        ("c", "q3", "the  ANSWER is\n42.  "),
+        ("d", "q4", "The answer is 43."),
+    ])
+    kept, rejected, _ = ExactDedup()(t)
+    assert kept.column("id").to_pylist() == ["a", "b", "d"]
+    assert rejected.column("id").to_pylist() == ["c"]
+    assert rejected.column("duplicate_of").to_pylist() == ["a"]
+    assert rejected.column("reason").to_pylist() == ["exact_duplicate"]
+
+
+def test_distinct_texts_are_all_kept():
+    t = sft([(str(i), "q", f"solution number {i}") for i in range(50)])
+    kept, rejected, _ = ExactDedup()(t)
+    assert len(kept) == 50 and len(rejected) == 0
+
+
+def test_field_choice_decides_what_counts_as_duplicate():
+    t = sft([("a", "same prompt", "answer one"), ("b", "same prompt", "answer two")])
+    assert len(ExactDedup(field="response")(t).kept) == 2
+    kept, rejected, _ = ExactDedup(field="prompt")(t)
+    assert kept.column("id").to_pylist() == ["a"] and rejected.column("duplicate_of").to_pylist() == ["a"]
+    assert len(ExactDedup(field="conversation")(t).kept) == 2
+
+
+def test_case_sensitive_mode_keeps_case_variants():
+    t = pa.table({"id": ["a", "b"], "text": ["Hello World", "hello world"]})
+    assert len(ExactDedup()(t).kept) == 1
+    assert len(ExactDedup(lowercase=False)(t).kept) == 2
+
+
+def test_rows_in_equals_kept_plus_rejected_on_many_duplicates():
+    t = pa.table({"id": [str(i) for i in range(300)], "text": [f"doc {i % 7}" for i in range(300)]})
+    kept, rejected, _ = ExactDedup()(t)
+    assert len(kept) == 7 and len(kept) + len(rejected) == 300
+    assert set(rejected.column("duplicate_of").to_pylist()) <= set(kept.column("id").to_pylist())
+
+
+def test_unknown_config_key_is_a_recipe_error_with_suggestion():
+    with pytest.raises(RecipeError, match="fild: unknown key; did you mean 'field'"):
+        ExactDedup(fild="response")

@@ -1,0 +1,106 @@
+import json
+import textwrap
+
+import pytest
+
+from curate.errors import RecipeError
+from curate.recipe import load_recipe
+
+from .conftest import ROOT, run_cli
+
+GOOD = """\
+# curate run {path}
+name: demo
+source:
+  type: jsonl
+  path: pool.jsonl
+  fields: {{prompt: question, response: solution}}
+stages:
+  - exact_dedup: {{}}
+  - heuristic_filter:
+      min_words: 5
+"""
+
+
+def write(tmp_path, text, data=True):
+    if data:
+        (tmp_path / "pool.jsonl").write_text(json.dumps({"question": "q", "solution": "a b c d e f"}) + "\n")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(textwrap.dedent(text).format(path=path))
+    return path
+
+
+def test_good_recipe_builds_pipeline_with_paths_relative_to_the_recipe(tmp_path):
+    r = load_recipe(write(tmp_path, GOOD))
+    p = r.pipeline()
+    assert p.steps == ["exact_dedup", "heuristic_filter"]
+    assert p.stages[1].config.min_words == 5
+    assert r.source.config.path == str(tmp_path / "pool.jsonl")
+
+
+def test_misspelled_stage_names_the_field_line_and_suggests(tmp_path):
+    path = write(tmp_path, GOOD.replace("heuristic_filter:", "heuristic_filtr:"))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    msg = str(e.value)
+    assert f"{path}:9: stages[1].heuristic_filtr: unknown stage 'heuristic_filtr'; did you mean 'heuristic_filter'?" in msg
+
+
+def test_misspelled_key_names_the_field_line_and_suggests(tmp_path):
+    path = write(tmp_path, GOOD.replace("min_words: 5", "min_wrods: 5"))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    assert f"{path}:10: stages[1].heuristic_filter.min_wrods: unknown key; did you mean 'min_words'?" in str(e.value)
+
+
+def test_wrong_type_and_unknown_top_level_key_are_all_reported_at_once(tmp_path):
+    text = GOOD.replace("min_words: 5", "min_words: lots").replace("name: demo", "name: demo\nstagse: []")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, text))
+    assert len(e.value.problems) == 2
+    assert "stagse: unknown key; did you mean 'stages'?" in str(e.value)
+    assert "stages[1].heuristic_filter.min_words: Input should be a valid integer" in str(e.value)
+
+
+def test_missing_input_file_names_the_source_path_field(tmp_path):
+    path = write(tmp_path, GOOD, data=False)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    assert f"{path}:5: source.path:" in str(e.value) and "pool.jsonl" in str(e.value)
+
+
+def test_named_pipeline_with_overrides(tmp_path):
+    text = """\
+    name: demo
+    source: {{type: champ, limit_problems: 2}}
+    pipeline: math_sft
+    overrides:
+      heuristic_filter: {{min_words: 7}}
+    """
+    p = load_recipe(write(tmp_path, text)).pipeline()
+    assert p.steps == ["exact_dedup", "heuristic_filter"]
+    assert p.stages[1].config.min_words == 7
+    assert p.stages[1].config.min_alpha_word_fraction == 0.4  # the rest of the chain's config is kept
+    bad = text.replace("heuristic_filter: {{min", "heuristic_filtre: {{min")
+    with pytest.raises(RecipeError, match="pipeline 'math_sft' has no step 'heuristic_filtre'; did you mean 'heuristic_filter'"):
+        load_recipe(write(tmp_path, bad))
+
+
+def test_shipped_recipes_validate():
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        load_recipe(path)
+        assert path.read_text().startswith(f"# curate run recipes/{path.name}")
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda t: t.replace("heuristic_filter:", "heuristic_filtr:"), "stages[1].heuristic_filtr"),
+    (lambda t: t.replace("min_words: 5", "min_wrods: 5"), "stages[1].heuristic_filter.min_wrods"),
+    (lambda t: t.replace("pool.jsonl", "missing.jsonl"), "source.path"),
+])
+def test_cli_exits_2_with_one_clear_message_and_no_traceback(tmp_path, edit, field):
+    path = write(tmp_path, edit(GOOD))
+    for cmd in ("run", "validate"):
+        proc = run_cli(cmd, str(path))
+        assert proc.returncode == 2, proc.stderr
+        assert field in proc.stderr
+        assert "Traceback" not in proc.stderr + proc.stdout
