@@ -1,0 +1,429 @@
+"""Sources: real files in tmp_path (JSONL, CSV, Parquet, save_to_disk folders, files
+through datasets builders) and the CHAMP pool shipped by champ-dataset."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from curate.errors import RecipeError, SourceError
+from curate.records import MESSAGES_TYPE
+from curate.sources import REASONS, REJECT_SCHEMA, SOURCES, ChampSource, CsvSource, HfDiskSource, HfFilesSource, JsonlSource, ParquetSource
+from curate.sources.champ import PARTIAL_MARKER, data_path
+from curate.stage import Reporter, StageContext
+
+MAPPING = {"id": "uid", "prompt": "question", "response": "solution", "answer": "final", "category": "topic"}
+GOOD = [
+    {"uid": 1, "question": "What is 2+2?", "solution": "2+2 = 4.", "final": 4, "topic": "arithmetic"},
+    {"uid": 2, "question": "Solve x+1=3.", "solution": "x = 2.", "final": "2", "topic": "algebra"},
+    {"uid": 3, "question": "Is 7 prime?", "solution": "Yes: no divisor below it.", "final": "yes", "topic": "number theory"},
+]
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def canonical(table: pa.Table) -> list[dict]:
+    return table.select(["id", "messages", "answer", "category"]).to_pylist()
+
+
+def check_invariant(out) -> None:
+    assert out.rows_in == len(out.kept) + len(out.rejected)
+    assert out.rejected.schema == REJECT_SCHEMA
+    assert set(out.rejected.column("reason").to_pylist()) <= set(REASONS)
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """datasets' Arrow cache inside the test's temp dir, never the user's."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+
+
+@pytest.fixture
+def broken_jsonl(tmp_path) -> Path:
+    lines = [
+        json.dumps(GOOD[0]),  # 1 kept
+        '{"uid": 10, "question": "broken", ',  # 2 bad_json
+        json.dumps({"uid": 11, "question": "No solution here", "final": 1}),  # 3 missing_field
+        "",  # 4 blank: not a record
+        json.dumps({"uid": 12, "question": "Empty?", "solution": "   \n"}),  # 5 empty_text
+        json.dumps({"uid": 13, "question": "A number?", "solution": 7}),  # 6 not_a_string
+        "[1, 2]",  # 7 not_an_object
+        json.dumps({**GOOD[1], "uid": 1}),  # 8 duplicate_id
+        json.dumps(GOOD[2]),  # 9 kept
+    ]
+    path = tmp_path / "data" / "in.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- JSONL: good rows kept, each bad row rejected with its reason ----------------------
+
+
+def test_jsonl_keeps_good_rows_and_rejects_each_bad_row_with_reason_line_and_file(broken_jsonl):
+    out = JsonlSource(path=str(broken_jsonl), fields=MAPPING).read()
+    check_invariant(out)
+    assert out.rows_in == 8  # the blank line is not a record
+    assert out.kept.column("id").to_pylist() == ["1", "3"]
+    assert out.kept.schema.field("messages").type == MESSAGES_TYPE
+    first = out.kept.to_pylist()[0]
+    assert first["messages"] == [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "2+2 = 4."}]
+    assert first["answer"] == "4" and first["category"] == "arithmetic" and first["source"] == "in.jsonl"
+
+    rejected = {r["line"]: r for r in out.rejected.to_pylist()}
+    assert {line: r["reason"] for line, r in rejected.items()} == {
+        2: "bad_json",
+        3: "missing_field",
+        5: "empty_text",
+        6: "not_a_string",
+        7: "not_an_object",
+        8: "duplicate_id",
+    }
+    for line, r in rejected.items():
+        assert f"in.jsonl line {line}:" in r["detail"]
+        assert r["source_file"].endswith("in.jsonl")
+    assert "mapped field 'response' (key 'solution') is missing" in rejected[3]["detail"]
+    assert "line 1" in rejected[8]["detail"]  # names where the id was first used
+    assert rejected[2]["raw"] == '{"uid": 10, "question": "broken", '  # nothing is lost
+    assert json.loads(rejected[6]["raw"])["solution"] == 7
+    assert rejected[3]["id"] == "11" and rejected[2]["id"] == "in:2"
+
+
+def test_jsonl_default_ids_are_file_stem_and_line(broken_jsonl):
+    mapping = {k: v for k, v in MAPPING.items() if k != "id"}
+    out = JsonlSource(path=str(broken_jsonl), fields=mapping).read()
+    assert out.kept.column("id").to_pylist() == ["in:1", "in:8", "in:9"]  # line 8 is no duplicate now
+
+
+def test_jsonl_reads_gzip_and_dotted_paths(tmp_path):
+    path = tmp_path / "nested.jsonl.gz"
+    records = [{"meta": {"q": "Hi?"}, "a": {"text": "Hello."}}, {"meta": {}, "a": {"text": "x"}}]
+    with gzip.open(path, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    out = JsonlSource(path=str(path), fields={"prompt": "meta.q", "response": "a.text"}).read()
+    assert out.kept.to_pylist()[0]["messages"][0]["content"] == "Hi?"
+    assert out.kept.column("id").to_pylist() == ["nested:1"]
+    assert out.rejected.column("reason").to_pylist() == ["missing_field"]
+
+
+def test_numbers_are_not_text_but_ids_and_answers_may_be_numbers(tmp_path):
+    path = write_jsonl(tmp_path / "n.jsonl", [{"uid": 5, "prompt": "p", "response": 3.5, "final": 2.5}, {"uid": 6.0, "prompt": "p", "response": "r", "final": 2.5}])
+    out = JsonlSource(path=str(path), fields={"id": "uid", "answer": "final"}).read()
+    assert out.rejected.column("reason").to_pylist() == ["not_a_string"]
+    assert out.kept.to_pylist()[0]["id"] == "6.0" and out.kept.to_pylist()[0]["answer"] == "2.5"
+
+
+def test_text_longer_than_max_chars_is_rejected(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a" * 11}, {"text": "a" * 10}])
+    out = JsonlSource(path=str(path), shape="text", max_chars=10).read()
+    assert out.rejected.column("reason").to_pylist() == ["text_too_long"]
+    assert len(out.kept) == 1
+
+
+def test_a_json_array_file_is_a_source_error_with_a_way_out(tmp_path):
+    path = tmp_path / "arr.json"
+    path.write_text(json.dumps(GOOD, indent=1))
+    with pytest.raises(SourceError, match="JSON array.*hf_files"):
+        JsonlSource(path=str(path)).read()
+
+
+# -- the same mapping through every file format gives the same canonical rows ---------
+
+
+def test_same_mapping_via_jsonl_parquet_csv_hf_disk_and_hf_files_gives_equal_tables(tmp_path, hf_cache):
+    import datasets
+
+    flat = [{**r, "final": str(r["final"])} for r in GOOD]  # csv holds text only
+    jsonl = write_jsonl(tmp_path / "j" / "rows.jsonl", GOOD)
+    # datasets' json builder turns a column of mixed types (4, "2", "yes") into JSON text
+    flat_jsonl = write_jsonl(tmp_path / "flat" / "rows.jsonl", flat)
+    pq.write_table(pa.Table.from_pylist(flat), tmp_path / "rows.parquet")
+    csv_path = tmp_path / "rows.csv"
+    pacsv.write_csv(pa.Table.from_pylist(flat), csv_path)
+    datasets.Dataset.from_list(flat).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(flat)}).save_to_disk(str(tmp_path / "saved_dict"))
+
+    outputs = {
+        "jsonl": JsonlSource(path=str(jsonl), fields=MAPPING).read(),
+        "parquet": ParquetSource(path=str(tmp_path / "rows.parquet"), fields=MAPPING).read(),
+        "csv": CsvSource(path=str(csv_path), fields=MAPPING).read(),
+        "hf_disk": HfDiskSource(path=str(tmp_path / "saved"), fields=MAPPING).read(),
+        "hf_disk_split": HfDiskSource(path=str(tmp_path / "saved_dict"), split="train", fields=MAPPING).read(),
+        "hf_files_json": HfFilesSource(path=str(flat_jsonl), builder="json", fields=MAPPING).read(),
+        "hf_files_parquet": HfFilesSource(path=str(tmp_path / "rows.parquet"), builder="parquet", fields=MAPPING).read(),
+    }
+    expected = canonical(outputs["jsonl"].kept)
+    assert [r["id"] for r in expected] == ["1", "2", "3"]
+    for name, out in outputs.items():
+        check_invariant(out)
+        assert len(out.rejected) == 0, name
+        assert canonical(out.kept) == expected, name
+        assert out.kept.schema.field("messages").type == MESSAGES_TYPE
+
+
+def test_default_ids_follow_line_numbers_for_csv_and_rows_for_parquet(tmp_path):
+    (tmp_path / "qa.csv").write_text('prompt,response\n"multi\nline",one\n\nshort\nq,r,extra\nq2,r2\n')
+    out = CsvSource(path=str(tmp_path / "qa.csv")).read()
+    check_invariant(out)
+    assert out.kept.column("id").to_pylist() == ["qa:2", "qa:7"]  # header is line 1; the quoted field spans 2-3
+    assert out.kept.to_pylist()[0]["messages"][0]["content"] == "multi\nline"
+    rejected = {r["line"]: r["reason"] for r in out.rejected.to_pylist()}
+    assert rejected == {5: "missing_field", 6: "bad_csv"}
+
+    pq.write_table(pa.table({"prompt": ["a", "b"], "response": ["c", ""]}), tmp_path / "qa.parquet")
+    out = ParquetSource(path=str(tmp_path / "qa.parquet")).read()
+    assert out.kept.column("id").to_pylist() == ["qa:1"]
+    assert out.rejected.to_pylist()[0]["detail"].endswith("qa.parquet row 2: mapped field 'response' (key 'response') is empty")
+
+
+def test_files_sharing_a_stem_get_ids_that_stay_unique(tmp_path):
+    write_jsonl(tmp_path / "a" / "x.jsonl", [{"prompt": "p", "response": "r"}])
+    write_jsonl(tmp_path / "b" / "x.jsonl", [{"prompt": "p", "response": "r"}])
+    write_jsonl(tmp_path / "b" / "y.jsonl", [{"prompt": "p", "response": "r"}])
+    out = JsonlSource(path=str(tmp_path)).read()
+    assert out.kept.column("id").to_pylist() == ["a/x:1", "b/x:1", "y:1"]
+
+
+def test_path_takes_a_directory_a_glob_or_a_list(tmp_path, monkeypatch):
+    write_jsonl(tmp_path / "d" / "one.jsonl", [{"prompt": "p1", "response": "r"}])
+    write_jsonl(tmp_path / "d" / "two.jsonl", [{"prompt": "p2", "response": "r"}])
+    (tmp_path / "d" / "notes.txt").write_text("not data")
+    monkeypatch.chdir(tmp_path)
+    for path in ("d", "d/*.jsonl", ["d/two.jsonl", "d/one.jsonl"]):
+        out = JsonlSource(path=path).read()
+        assert out.kept.column("id").to_pylist() == ["one:1", "two:1"], path
+
+
+# -- text and messages shapes ------------------------------------------------------------
+
+
+def test_text_shape_reads_text_rows(tmp_path):
+    path = write_jsonl(tmp_path / "web.jsonl", [{"content": "A page.", "url": "u1"}, {"content": ""}, {"content": ["x"]}])
+    out = JsonlSource(path=str(path), shape="text", fields={"text": "content"}, keep_fields=["url"]).read()
+    check_invariant(out)
+    assert out.kept.to_pylist() == [{"id": "web:1", "text": "A page.", "source": "web.jsonl", "url": "u1"}]
+    assert out.rejected.column("reason").to_pylist() == ["empty_text", "not_a_string"]
+
+
+def test_messages_shape_maps_roles_and_rejects_unknown_ones(tmp_path):
+    def conv(*turns):
+        return {"conversations": [{"from": r, "value": v} for r, v in turns]}
+
+    path = write_jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            {**conv(("system", "Be brief."), ("human", "Hi"), ("gpt", "Hello")), "sys": "ignored"},
+            conv(("Human", "Q"), ("model", "A")),
+            conv(("human", "Q"), ("tool", "A")),
+            conv(("human", "only a question")),
+            {"conversations": "not a list"},
+            conv(("human", "Q"), ("gpt", 3)),
+        ],
+    )
+    fields = {"messages": "conversations", "role_key": "from", "content_key": "value"}
+    out = JsonlSource(path=str(path), fields=fields).read()
+    check_invariant(out)
+    assert out.kept.column("messages").to_pylist() == [
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+        [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+    ]
+    reasons = out.rejected.column("reason").to_pylist()
+    assert reasons == ["bad_messages", "bad_messages", "bad_messages", "not_a_string"]
+    assert "'tool'" in out.rejected.column("detail")[0].as_py()
+
+
+def test_prompt_response_with_system_field(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"sys": "You are terse.", "prompt": "p", "response": "r"}, {"prompt": "p2", "response": "r2"}])
+    out = JsonlSource(path=str(path), fields={"system": "sys"}).read()
+    roles = [[t["role"] for t in m] for m in out.kept.column("messages").to_pylist()]
+    assert roles == [["system", "user", "assistant"], ["user", "assistant"]]
+
+
+# -- config, check, fingerprint ---------------------------------------------------------
+
+
+def test_unknown_field_name_is_a_recipe_error_with_a_suggestion():
+    with pytest.raises(RecipeError, match="did you mean 'response'"):
+        JsonlSource(path="x.jsonl", fields={"respone": "solution"})
+    with pytest.raises(RecipeError, match="shape: text"):
+        JsonlSource(path="x.jsonl", fields={"text": "body"})
+    with pytest.raises(RecipeError, match="source.colour: unknown key"):
+        JsonlSource(path="x.jsonl", colour="red")
+
+
+def test_check_reports_a_missing_path_and_read_raises_source_error(tmp_path):
+    missing = tmp_path / "nope" / "x.jsonl"
+    source = JsonlSource(path=str(missing))
+    assert source.check() == [f"path: no file matches '{missing}'"]
+    with pytest.raises(SourceError, match="nope"):
+        source.read()
+    assert HfDiskSource(path=str(tmp_path / "nope")).check() == [f"path: no folder '{tmp_path / 'nope'}'"]
+    assert ChampSource().check() == []
+
+
+def test_check_reports_mapped_columns_the_file_lacks(tmp_path):
+    pq.write_table(pa.table({"question": ["q"], "answer_text": ["a"]}), tmp_path / "f.parquet")
+    problems = ParquetSource(path=str(tmp_path / "f.parquet"), fields={"prompt": "question", "response": "solution"}).check()
+    assert len(problems) == 1 and problems[0].startswith("fields.response: key 'solution' is not a column")
+
+
+def test_unreadable_parquet_is_a_source_error_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("this is not parquet")
+    source = ParquetSource(path=str(bad))
+    assert "bad.parquet" in source.check()[0]
+    with pytest.raises(SourceError, match="bad.parquet"):
+        source.read()
+
+
+def test_hf_disk_dataset_dict_needs_a_split_and_lists_them(tmp_path):
+    import datasets
+
+    folder = tmp_path / "dd"
+    ds = datasets.Dataset.from_list([{"prompt": "p", "response": "r"}])
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(folder))
+    problems = HfDiskSource(path=str(folder)).check()
+    assert problems and "train" in problems[0] and "test" in problems[0]
+    with pytest.raises(SourceError, match="set split to one of: "):
+        HfDiskSource(path=str(folder)).read()
+    assert "did you mean 'test'" in HfDiskSource(path=str(folder), split="tset").check()[0]
+    assert HfDiskSource(path=str(folder), split="test").read().kept.column("id").to_pylist() == ["dd/test:1"]
+
+
+def test_file_fingerprint_is_stable_and_follows_content_and_config(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", GOOD)
+    source = JsonlSource(path=str(path), fields=MAPPING)
+    fp = source.fingerprint()
+    assert fp == source.fingerprint() == JsonlSource(path=str(path), fields=MAPPING).fingerprint()
+    assert JsonlSource(path=str(path), fields=MAPPING, max_chars=100).fingerprint() != fp
+    write_jsonl(path, GOOD[:2])
+    assert source.fingerprint() != fp
+
+
+def test_reporter_tracks_the_record_loop(tmp_path):
+    class Recording(Reporter):
+        def __init__(self):
+            self.descriptions = []
+
+        def track(self, items, total=None, description=""):
+            self.descriptions.append(description)
+            yield from items
+
+    reporter = Recording()
+    JsonlSource(path=str(write_jsonl(tmp_path / "data.jsonl", GOOD))).read(StageContext(reporter=reporter))
+    assert reporter.descriptions == ["read data.jsonl"]
+
+
+def test_registry_names_every_source():
+    assert set(SOURCES) == {"jsonl", "parquet", "csv", "hf_disk", "hf_files", "champ"}
+    assert all(cls.type == name for name, cls in SOURCES.items())
+
+
+# -- CHAMP -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def champ_data() -> dict:
+    return json.loads(data_path().read_bytes())
+
+
+@pytest.fixture(scope="module")
+def champ_rows():
+    return ChampSource().read()  # ~1 s: not a slow test
+
+
+def test_champ_reads_all_19440_model_solutions(champ_rows):
+    out = champ_rows
+    check_invariant(out)
+    assert out.rows_in == len(out.kept) == 19_440
+    assert len(set(out.kept.column("id").to_pylist())) == 19_440
+    assert "P_Combinatorics_1/GPT-4/0-Shot" in out.kept.column("id").to_pylist()
+    assert Counter(out.kept.column("finish_reason").to_pylist())["length"] == 261
+    assert set(out.kept.column("source").to_pylist()) == {"champ"}
+
+
+def test_champ_user_turn_is_the_problem_and_assistant_turn_is_not_empty(champ_rows, champ_data):
+    out = champ_rows
+    problems = champ_data["problems"]
+    for row in out.kept.select(["messages", "problem_id", "answer"]).to_pylist():
+        user, assistant = row["messages"]
+        assert user == {"role": "user", "content": problems[row["problem_id"]]["_text"]}
+        assert assistant["role"] == "assistant" and assistant["content"].strip()
+        assert row["answer"] == problems[row["problem_id"]]["_answer"]
+
+
+def test_champ_soln_rows_start_with_the_partial_solution_given_in_the_prompt(champ_rows, champ_data):
+    out = champ_rows
+    checked = 0
+    for row in out.kept.filter(pc.is_in(out.kept["prompt_setting"], pa.array(["1/3 Soln", "2/3 Soln"]))).to_pylist():
+        problem = champ_data["problems"][row["problem_id"]]
+        prompt = problem["conversations"][f"{row['model']}|{row['prompt_setting']}"]["messages"][-4]["text"]
+        if PARTIAL_MARKER in prompt:
+            steps = problem["solution"]["steps"]
+            assert row["messages"][1]["content"].startswith(f"1. {steps[0]['_text']}\n")
+            checked += 1
+    assert checked == 2032  # the rest had references too short for a partial prefix
+
+
+def test_champ_response_is_solution_then_summary(champ_data):
+    out = ChampSource(models=["GPT-4"], prompt_settings=["0-Shot"], limit_problems=1).read()
+    messages = champ_data["problems"]["P_Combinatorics_1"]["conversations"]["GPT-4|0-Shot"]["messages"]
+    assert out.kept.to_pylist()[0]["messages"][1]["content"] == f"{messages[-3]['text']}\n\n{messages[-1]['text']}"
+
+
+def test_champ_filters_by_model_and_prompt_setting():
+    out = ChampSource(models=["GPT-4", "PaLM 2 Medium"], prompt_settings=["0-Shot", "1/3 Soln"]).read()
+    assert len(out.kept) == 270 * 2 * 2
+    assert set(out.kept.column("model").to_pylist()) == {"GPT-4", "PaLM 2 Medium"}
+    assert set(out.kept.column("prompt_setting").to_pylist()) == {"0-Shot", "1/3 Soln"}
+    assert len(ChampSource(limit_problems=2).read().kept) == 144
+
+
+def test_champ_include_reference_adds_270_reference_rows():
+    out = ChampSource(prompt_settings=["0-Shot"], include_reference=True).read()
+    assert out.rows_in == len(out.kept) == 270 * 4 + 270
+    reference = out.kept.filter(pc.equal(out.kept["model"], "reference")).to_pylist()
+    assert len(reference) == 270
+    first = reference[0]
+    assert first["id"] == "P_Combinatorics_1/reference" and first["prompt_setting"] == "reference"
+    assert first["messages"][1]["content"].startswith("1. ") and first["messages"][1]["content"].endswith(f"Answer: {first['answer']}")
+    only = ChampSource(include_model_solutions=False, include_reference=True).read()
+    assert len(only.kept) == 270
+
+
+def test_champ_unknown_model_is_a_recipe_error_with_a_suggestion():
+    with pytest.raises(RecipeError, match="unknown model 'GPT4'; did you mean 'GPT-4'"):
+        ChampSource(models=["GPT4"])
+    with pytest.raises(RecipeError, match="did you mean '1/3 Soln'"):
+        ChampSource(prompt_settings=["1/3 soln"])
+    with pytest.raises(RecipeError, match="nothing to read"):
+        ChampSource(include_model_solutions=False)
+
+
+def test_champ_fingerprint_is_stable_and_changes_with_config():
+    fp = ChampSource().fingerprint()
+    assert fp == ChampSource().fingerprint() == ChampSource({}).fingerprint()
+    assert ChampSource(include_reference=True).fingerprint() != fp
+    assert ChampSource(models=["GPT-4"]).fingerprint() != fp
+
+
+def test_source_accepts_a_config_object_and_overrides():
+    source = ChampSource(ChampSource.Config(limit_problems=3), include_reference=True)
+    assert source.config.limit_problems == 3 and source.config.include_reference
+    assert repr(source) == "ChampSource(include_reference=True, limit_problems=3)"
+    assert os.fspath(JsonlSource(path=Path("a.jsonl")).config.path) == "a.jsonl"
