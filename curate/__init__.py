@@ -5,7 +5,7 @@
     df = curate.load("math_sft", as_="polars")
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from . import sources, stages  # noqa: E402
 from .errors import CurateError, RecipeError, SourceError, StageError, StoreError, UsageError  # noqa: E402

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .errors import StageError, UsageError
 from .stage import Reporter, Stage, StageContext, StageOutput
 from .store import Store, Version, check_name, now
