@@ -28,8 +28,9 @@ app = typer.Typer(help="Curate and select training data for LLM fine-tuning and 
 datasets_app = typer.Typer(help="List, inspect, compare and export dataset versions.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+# Piped output (CI logs, tests) gets a wide console so tables are not squeezed into 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Store root (else $CURATE_STORE, else ./.curate).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -56,6 +57,7 @@ def run(
     store: StoreOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute every step even if cached.")] = False,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop after this step.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes for per-row work (default: every core).")] = 0,
 ) -> None:
     """Run a recipe: every step's output becomes a versioned dataset; prints the funnel."""
     from .recipe import load_recipe
@@ -63,7 +65,7 @@ def run(
 
     start = time.perf_counter()
     pipeline = load_recipe(recipe).pipeline()
-    result = pipeline.run(store, force=force, until=until, reporter=RichReporter(err))
+    result = pipeline.run(store, force=force, until=until, reporter=RichReporter(err), workers=workers or os.cpu_count() or 1)
     out.print(funnel_table(result))
     state = "nothing to compute: every step was cached" if result.all_cached else "done"
     out.print(f"{state}; {result.final.num_rows:,} rows in {result.name} ({time.perf_counter() - start:.1f} s)")

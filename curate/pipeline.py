@@ -107,8 +107,12 @@ class Pipeline:
         force: bool = False,
         until: str | None = None,
         reporter: Reporter | None = None,
+        workers: int = 1,
     ) -> RunResult:
+        """Run every step not already in ``store``. ``workers`` processes share per-row work
+        (results and fingerprints do not depend on it)."""
         store = store if isinstance(store, Store) else Store(store)
+        self._workers = max(1, workers)
         reporter = reporter or Reporter()
         if until is not None and until not in (SOURCE_STEP, *self.steps):
             raise UsageError(f"--until {until}: no such step; steps are {', '.join([SOURCE_STEP, *self.steps])}")
@@ -153,7 +157,7 @@ class Pipeline:
             stats.append(StepStat.from_manifest(version.manifest, cached=True))
         else:
             start = time.perf_counter()
-            out = self.source.read(StageContext(reporter=reporter, store=store, step=SOURCE_STEP))
+            out = self.source.read(StageContext(reporter=reporter, store=store, step=SOURCE_STEP, workers=self._workers))
             rejected = _with_stage_column(out.rejected, SOURCE_STEP)
             check_counts(SOURCE_STEP, out.rows_in, out.kept, rejected, 0)
             manifest = self._manifest(
@@ -169,7 +173,7 @@ class Pipeline:
 
     def _compute(self, store, stage, step, fp, parent, table, lineage, reporter):
         start = time.perf_counter()
-        ctx = StageContext(reporter=reporter, store=store, step=step)
+        ctx = StageContext(reporter=reporter, store=store, step=step, workers=self._workers)
         try:
             out: StageOutput = stage.process(table, ctx)
         except StageError:

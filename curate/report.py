@@ -14,7 +14,7 @@ def funnel_table(result: RunResult, top: int = 3) -> Table:
     t = Table(title=f"{result.name}  ->  {result.fingerprint}", title_justify="left")
     for col, justify in (("stage", "left"), ("rows in", "right"), ("kept", "right"), ("rejected", "right"),
                          ("top reasons", "left"), ("seconds", "right"), ("cached", "center")):
-        t.add_column(col, justify=justify)
+        t.add_column(col, justify=justify, no_wrap=col != "top reasons", overflow="fold")
     for s in result.steps:
         reasons = ", ".join(f"{r} {n:,}" for r, n in list(s.reasons.items())[:top])
         t.add_row(escape(s.step), f"{s.rows_in:,}", f"{s.kept:,}", f"{s.rejected:,}", escape(reasons) or "-",

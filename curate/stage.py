@@ -10,9 +10,11 @@ The runner checks ``rows_in + added == kept + rejected`` after every stage.
 from __future__ import annotations
 
 import difflib
+import multiprocessing
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -51,11 +53,30 @@ class Reporter:
 
 @dataclass
 class StageContext:
-    """What the runner hands a stage besides its table."""
+    """What the runner hands a stage besides its table.
+
+    ``workers`` is how the work is run, not what it computes, so it is not part of any
+    fingerprint; results never depend on it."""
 
     reporter: Reporter = field(default_factory=Reporter)
     store: Any = None  # curate.store.Store, when the stage runs inside a pipeline
     step: str = ""  # the step's name in its pipeline (a stage can appear twice)
+    workers: int = 1
+
+    def map_batches(self, fn: Callable[[list], list], items: list, batch_size: int = 1000, description: str = "") -> list:
+        """``fn`` over consecutive batches of ``items``, in ``workers`` processes; the flat
+        results in input order. ``fn`` must be picklable (a module-level function or a
+        ``functools.partial`` of one)."""
+        batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+        label = f"{description} ({len(items):,} rows)"
+        if self.workers <= 1 or len(batches) <= 1:
+            results = [fn(b) for b in self.reporter.track(batches, total=len(batches), description=label)]
+        else:
+            # fork: workers inherit the imported modules, so starting them costs milliseconds.
+            mp_context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(self.workers, len(batches)), mp_context=mp_context) as pool:
+                results = list(self.reporter.track(pool.map(fn, batches), total=len(batches), description=label))
+        return [r for batch in results for r in batch]
 
 
 class Stage:

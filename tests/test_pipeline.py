@@ -117,3 +117,16 @@ def test_split_helper_carries_reason_detail_and_extra_columns():
     out = split(t, [True, False, True], ["", "bad", ""], [None, "value 3 > 2", None], {"score": [1.0, 2.0, 3.0]})
     assert out.kept.column("id").to_pylist() == ["a", "c"]
     assert out.rejected.to_pylist() == [{"id": "b", "text": "y", "reason": "bad", "detail": "value 3 > 2", "score": 2.0}]
+
+
+def test_output_is_identical_whatever_the_number_of_workers(tmp_path):
+    rows = [{"question": f"q{i}", "solution": f"{PROSE} Variant {i % 900}." + (" loop" * 200 if i % 97 == 0 else "")}
+            for i in range(2500)]
+    path = tmp_path / "big.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    one = make_pipeline(path).run(tmp_path / "one", workers=1)
+    two = make_pipeline(path).run(tmp_path / "two", workers=2)
+    assert one.fingerprint == two.fingerprint
+    assert one.table().equals(two.table())
+    assert one.final.rejected().equals(two.final.rejected())
+    assert one.steps[-1].rejected > 0

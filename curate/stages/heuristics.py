@@ -1,0 +1,506 @@
+"""Rule-based quality and repetition filters from Gopher and C4.
+
+Gopher's MassiveText filters (Rae et al. 2021, "Scaling Language Models: Methods,
+Analysis & Insights from Training Gopher", section A.1.1 and Table A1) and the C4
+page filters (Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a
+Unified Text-to-Text Transformer", section 2.2). Each rule is one config field named
+for what it bounds; ``None`` turns it off. A rejected row's ``reason`` is the name of
+the first rule that fired, in the order of the table below (cheap rules first, the
+order Gopher applies them: quality, then repetition).
+
+==============================================  ========================  =======
+rule (config field)                              default                   from
+==============================================  ========================  =======
+min_chars / max_chars                            off / off                 -
+min_words / max_words                            50 / 100,000              Gopher
+min_mean_word_length / max_mean_word_length      3 / 10                    Gopher
+max_symbol_word_ratio  ("#" and ellipses)        0.1                       Gopher
+max_curly_bracket_ratio                          off                       C4
+reject_lorem_ipsum                               on                        C4
+min_alpha_word_fraction                          0.8                       Gopher
+min_stop_words                                   2                         Gopher
+max_bullet_lines_ratio                           0.9                       Gopher
+max_ellipsis_lines_ratio                         0.3                       Gopher
+min_lines_with_terminal_punctuation_fraction     off                       C4
+max_duplicate_line_fraction                      0.30                      Gopher
+max_duplicate_line_char_fraction                 0.20                      Gopher
+max_duplicate_paragraph_fraction                 0.30                      Gopher
+max_duplicate_paragraph_char_fraction            0.20                      Gopher
+max_top_ngram_char_fraction    n = 2, 3, 4       0.20, 0.18, 0.16          Gopher
+max_duplicate_ngram_char_fraction  n = 5..10     0.15, 0.14, ..., 0.10     Gopher
+==============================================  ========================  =======
+
+Definitions (one tokenisation, shared by every rule):
+
+* **words** are whitespace-separated tokens (``str.split()``), used as they are (case
+  and punctuation included) by the n-gram rules. A word's *length* counts its
+  characters other than punctuation; a word is *alphabetic* if it holds a letter.
+* **lines** are the stripped, non-empty pieces of ``text.split("\\n")``;
+  **paragraphs** the stripped, non-empty pieces between blank lines.
+* A duplicate line or paragraph is one equal to an earlier one (the first copy is
+  not counted); its characters are the repeats' characters over all lines'.
+* The n-gram rules count characters of words, without whitespace. The top n-gram
+  fraction is the share of characters covered by the most frequent n-gram (the
+  first to appear among ties), and 0 when no n-gram occurs twice. The duplicate
+  n-gram fraction is the share of characters covered by n-grams that occur more
+  than once; a character inside several overlapping duplicates counts once.
+* ``min_stop_words`` counts *distinct* words among Gopher's eight (the, be, to, of,
+  and, that, have, with) found as whole words ("the," counts, "other" does not),
+  case-insensitively.
+* ``max_symbol_word_ratio`` bounds ("#" count + "..." and "…" count) / words, one
+  ratio for both symbols (Gopher bounds each; the sum is slightly stricter).
+* C4 drops pages with any "{" and keeps only lines ending in terminal punctuation;
+  here both are document-level fractions, off by default.
+
+A ratio over words or lines is undefined for a text without any and then never
+fires; an empty text is rejected by the length rules (``min_words`` by default).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
+from itertools import accumulate, chain, compress
+from operator import sub
+
+import pyarrow as pa
+from pydantic import field_validator, model_validator
+
+from ..records import default_text_field, texts
+from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+# Dash and star bullets need a space after them, so "**bold**" and "-5" are not bullets.
+BULLETS = ("•", "‣", "▪", "▫", "◦", "●", "○", "■", "□", "◆", "◇", "⁃", "➢", "➤", "►",
+           "- ", "* ", "– ", "— ")
+ELLIPSES = ("...", "…")
+TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "”", "’", "»", "。", "！", "？")
+_ASCII_PUNCTUATION = string.punctuation.encode()
+_OTHER_PUNCTUATION = "“”‘’«»–—…·"
+_ASCII_WHITESPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.split() splits ASCII on
+_ASCII_LETTERS = string.ascii_letters.encode()
+_ALPHA_TABLE = bytes(
+    ord("a") if b in _ASCII_LETTERS else ord(" ") if b in _ASCII_WHITESPACE else b for b in range(256)
+)
+_ALPHA_DELETE = bytes(b for b in range(128) if b not in _ASCII_LETTERS and b not in _ASCII_WHITESPACE)
+_LETTER = re.compile(r"[^\W\d_]").search
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+
+
+class HeuristicFilterConfig(StageConfig):
+    field: str | None = None
+    """Text to judge: text, prompt, response, conversation or a string column; None = response (SFT) or text."""
+    min_chars: int | None = None
+    """Reject texts shorter than this many characters."""
+    max_chars: int | None = None
+    """Reject texts longer than this many characters."""
+    min_words: int | None = 50
+    """Reject texts with fewer whitespace-separated words (Gopher: 50)."""
+    max_words: int | None = 100_000
+    """Reject texts with more words (Gopher: 100,000)."""
+    min_mean_word_length: float | None = 3.0
+    """Reject texts whose mean word length (punctuation not counted) is below this (Gopher: 3)."""
+    max_mean_word_length: float | None = 10.0
+    """Reject texts whose mean word length (punctuation not counted) is above this (Gopher: 10)."""
+    max_symbol_word_ratio: float | None = 0.1
+    """Reject texts with more ("#" + "..." + "…") occurrences per word than this (Gopher: 0.1)."""
+    max_curly_bracket_ratio: float | None = None
+    """Reject texts with more "{" per character than this (C4 drops any "{": use 0)."""
+    reject_lorem_ipsum: bool = True
+    """Reject texts containing "lorem ipsum" (C4)."""
+    min_alpha_word_fraction: float | None = 0.8
+    """Reject texts where fewer words than this fraction hold a letter (Gopher: 0.8)."""
+    min_stop_words: int | None = 2
+    """Reject texts with fewer distinct words of: the, be, to, of, and, that, have, with (Gopher: 2)."""
+    max_bullet_lines_ratio: float | None = 0.9
+    """Reject texts where more lines than this fraction start with a bullet (Gopher: 0.9)."""
+    max_ellipsis_lines_ratio: float | None = 0.3
+    """Reject texts where more lines than this fraction end with "..." or "…" (Gopher: 0.3)."""
+    min_lines_with_terminal_punctuation_fraction: float | None = None
+    """Reject texts where fewer lines than this fraction end in . ! ? or a closing quote (C4, as a fraction)."""
+    max_duplicate_line_fraction: float | None = 0.3
+    """Reject texts where more lines than this fraction repeat an earlier line (Gopher: 0.3)."""
+    max_duplicate_line_char_fraction: float | None = 0.2
+    """Reject texts where repeated lines hold more than this fraction of line characters (Gopher: 0.2)."""
+    max_duplicate_paragraph_fraction: float | None = 0.3
+    """Reject texts where more paragraphs than this fraction repeat an earlier one (Gopher: 0.3)."""
+    max_duplicate_paragraph_char_fraction: float | None = 0.2
+    """Reject texts where repeated paragraphs hold more than this fraction of characters (Gopher: 0.2)."""
+    max_top_ngram_char_fraction: dict[int, float] | None = {2: 0.20, 3: 0.18, 4: 0.16}
+    """n -> largest share of characters the most frequent word n-gram may cover (Gopher: n = 2..4)."""
+    max_duplicate_ngram_char_fraction: dict[int, float] | None = {
+        5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10,
+    }
+    """n -> largest share of characters that repeated word n-grams may cover (Gopher: n = 5..10)."""
+
+    @field_validator(
+        "min_alpha_word_fraction", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio",
+        "min_lines_with_terminal_punctuation_fraction", "max_duplicate_line_fraction",
+        "max_duplicate_line_char_fraction", "max_duplicate_paragraph_fraction",
+        "max_duplicate_paragraph_char_fraction",
+    )
+    @classmethod
+    def _is_fraction(cls, value: float | None) -> float | None:
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError("must be a fraction between 0 and 1, or null to turn the rule off")
+        return value
+
+    @field_validator(
+        "min_chars", "max_chars", "min_words", "max_words", "min_mean_word_length",
+        "max_mean_word_length", "max_symbol_word_ratio", "max_curly_bracket_ratio", "min_stop_words",
+    )
+    @classmethod
+    def _is_not_negative(cls, value: float | None) -> float | None:
+        if value is not None and value < 0:
+            raise ValueError("must be >= 0, or null to turn the rule off")
+        return value
+
+    @field_validator("max_top_ngram_char_fraction", "max_duplicate_ngram_char_fraction")
+    @classmethod
+    def _is_ngram_table(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        for n, fraction in (value or {}).items():
+            if n < 1:
+                raise ValueError(f"n-gram size {n} must be >= 1 (map n-gram size to a fraction, e.g. {{5: 0.15}})")
+            if not 0 <= fraction <= 1:
+                raise ValueError(f"fraction {fraction} for {n}-grams must be between 0 and 1")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> HeuristicFilterConfig:
+        for low, high in (("min_chars", "max_chars"), ("min_words", "max_words"),
+                          ("min_mean_word_length", "max_mean_word_length")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"{low}={lo} is above {high}={hi}; no text could pass")
+        return self
+
+
+class Document:
+    """One text, split once; each statistic is computed on first use and shared by the
+    rules that need it, so a text rejected early costs only the statistics before it."""
+
+    __slots__ = ("text", "_words", "_lines", "_paragraphs", "_lower", "_line_dups", "_paragraph_dups",
+                 "_ngram_sizes", "_ngrams", "_ngram_steps", "_last_duplicate")
+
+    def __init__(self, text: str, ngram_sizes: Iterable[int] = ()):
+        self.text = text
+        self._words = self._lines = self._paragraphs = self._lower = None
+        self._line_dups = self._paragraph_dups = None
+        # The n-gram statistics come from one pass over n = 2, 3, ... up to the largest
+        # size the rules will ask for, computed as far as the first rule that needs them.
+        self._ngram_sizes = frozenset(ngram_sizes)
+        self._ngrams: dict[int, tuple[float, float]] = {}
+        self._ngram_steps: Iterator[tuple[int, float, float]] | None = None
+        self._last_duplicate = 1.0
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = self.text.split()
+        return self._words
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = [s for s in map(str.strip, self.text.split("\n")) if s]
+        return self._lines
+
+    @property
+    def paragraphs(self) -> list[str]:
+        if self._paragraphs is None:
+            self._paragraphs = [s for s in map(str.strip, _PARAGRAPH_BREAK.split(self.text)) if s]
+        return self._paragraphs
+
+    def char_count(self) -> int:
+        return len(self.text)
+
+    def word_count(self) -> int:
+        return len(self.words)
+
+    def mean_word_length(self) -> float | None:
+        """Mean count of non-punctuation characters per word."""
+        if not self.words:
+            return None
+        text = self.text
+        # Bytes translate counts ASCII punctuation in one C pass (it never occurs inside
+        # a multi-byte UTF-8 sequence); the few non-ASCII marks are counted one by one.
+        encoded = text.encode("utf-8", "surrogatepass")
+        punctuation = len(encoded) - len(encoded.translate(None, _ASCII_PUNCTUATION))
+        if not text.isascii():
+            punctuation += sum(map(text.count, _OTHER_PUNCTUATION))
+        return (sum(map(len, self.words)) - punctuation) / len(self.words)
+
+    def symbol_word_ratio(self) -> float | None:
+        if not self.words:
+            return None
+        text = self.text
+        return (text.count("#") + text.count("...") + text.count("…")) / len(self.words)
+
+    def curly_bracket_ratio(self) -> float | None:
+        return self.text.count("{") / len(self.text) if self.text else None
+
+    def has_lorem_ipsum(self) -> bool:
+        return "lorem ipsum" in self._lowercase()
+
+    def alpha_word_fraction(self) -> float | None:
+        words = self.words
+        if not words:
+            return None
+        if self.text.isascii():
+            # Letters -> "a", whitespace -> " ", everything else deleted: each word with a
+            # letter becomes one run of "a"s, so counting " a" counts those words.
+            letters = (b" " + self.text.encode("ascii").translate(_ALPHA_TABLE, _ALPHA_DELETE)).count(b" a")
+        else:
+            letters = sum(map(bool, map(_LETTER, words)))
+        return letters / len(words)
+
+    def stop_word_count(self) -> int:
+        """Distinct stop words that occur as whole words (not inside "other" or "theory")."""
+        lower = self._lowercase()
+        found = 0
+        for word in STOP_WORDS:
+            start = lower.find(word)
+            while start >= 0:
+                end = start + len(word)
+                if (start == 0 or not lower[start - 1].isalnum()) and (end == len(lower) or not lower[end].isalnum()):
+                    found += 1
+                    break
+                start = lower.find(word, start + 1)
+        return found
+
+    def bullet_line_fraction(self) -> float | None:
+        lines = self.lines
+        return sum(1 for s in lines if s.startswith(BULLETS)) / len(lines) if lines else None
+
+    def ellipsis_line_fraction(self) -> float | None:
+        lines = self.lines
+        return sum(1 for s in lines if s.endswith(ELLIPSES)) / len(lines) if lines else None
+
+    def terminal_punctuation_line_fraction(self) -> float | None:
+        lines = self.lines
+        return sum(1 for s in lines if s.endswith(TERMINAL_PUNCTUATION)) / len(lines) if lines else None
+
+    def duplicate_line_fraction(self) -> float | None:
+        if self._line_dups is None:
+            self._line_dups = duplicate_fractions(self.lines)
+        return self._line_dups[0]
+
+    def duplicate_line_char_fraction(self) -> float | None:
+        if self._line_dups is None:
+            self._line_dups = duplicate_fractions(self.lines)
+        return self._line_dups[1]
+
+    def duplicate_paragraph_fraction(self) -> float | None:
+        if self._paragraph_dups is None:
+            self._paragraph_dups = duplicate_fractions(self.paragraphs)
+        return self._paragraph_dups[0]
+
+    def duplicate_paragraph_char_fraction(self) -> float | None:
+        if self._paragraph_dups is None:
+            self._paragraph_dups = duplicate_fractions(self.paragraphs)
+        return self._paragraph_dups[1]
+
+    def top_ngram_char_fraction(self, n: int, skip_at_most: float = -1.0) -> float | None:
+        """See ``ngram_char_fractions``; None when no words, or when a shorter n-gram's
+        duplicate fraction already shows the value is at most ``skip_at_most``."""
+        stats = self._ngram_stats(n, skip_at_most)
+        return stats and stats[0]
+
+    def duplicate_ngram_char_fraction(self, n: int, skip_at_most: float = -1.0) -> float | None:
+        """See ``ngram_char_fractions`` and ``top_ngram_char_fraction``."""
+        stats = self._ngram_stats(n, skip_at_most)
+        return stats and stats[1]
+
+    def _ngram_stats(self, n: int, skip_at_most: float) -> tuple[float, float] | None:
+        if not self.words:
+            return None
+        if n not in self._ngram_sizes:  # not planned: a pass of its own
+            return next(s for s in ngram_char_fractions(self.words, {n}) if s[0] == n)[1:]
+        if self._ngram_steps is None:
+            self._ngram_steps = ngram_char_fractions(self.words, self._ngram_sizes)
+        while n not in self._ngrams:
+            # Repeats of longer n-grams are made of repeats of shorter ones, so both
+            # fractions at n are at most the duplicate fraction of any shorter n-gram:
+            # once that is small enough, the longer n-grams need not be counted at all.
+            if self._last_duplicate <= skip_at_most:
+                return None
+            size, top, duplicate = next(self._ngram_steps)
+            self._ngrams[size] = (top, duplicate)
+            self._last_duplicate = duplicate
+        return self._ngrams[n]
+
+    def _lowercase(self) -> str:
+        if self._lower is None:
+            self._lower = self.text.lower()
+        return self._lower
+
+
+def duplicate_fractions(units: list[str]) -> tuple[float | None, float | None]:
+    """(fraction of units equal to an earlier unit, fraction of characters in those repeats)."""
+    if not units:
+        return None, None
+    distinct = set(units)
+    if len(distinct) == len(units):
+        return 0.0, 0.0
+    total = sum(map(len, units))
+    # Each distinct unit's first copy is original; everything else is a repeat.
+    return (len(units) - len(distinct)) / len(units), (total - sum(map(len, distinct))) / total
+
+
+def ngram_char_fractions(words: list[str], sizes: Iterable[int]) -> Iterator[tuple[int, float, float]]:
+    """Lazily yield ``(n, top, duplicate)`` for n = 2 (1 if asked), 3, ... up to the largest
+    of ``sizes``: the share of word characters covered by the most frequent n-gram (0 if
+    none occurs twice) and by all n-grams that occur more than once. A character inside
+    several overlapping occurrences counts once.
+
+    An n-gram can only repeat where the two (n-1)-grams it is made of both repeat, so each
+    n looks only at those positions, and the (n-1)-grams' hashes stand for their words.
+    Comparing 64-bit hashes could merge two different n-grams; the odds are ~1e-15 a text.
+    """
+    sizes = set(sizes)
+    if not sizes or not words:
+        return
+    last = max(sizes)
+    prefix = list(accumulate(map(len, words), initial=0))  # characters of words[i:j] = prefix[j] - prefix[i]
+    total = prefix[-1]
+    first = 1 if 1 in sizes else 2
+    positions: Sequence[int] = range(len(words) - first + 1)  # where the n-grams in play start
+    grams: list = words if first == 1 else list(zip(words, words[1:]))
+    for n in range(first, last + 1):
+        counts = Counter(grams)
+        if len(counts) == len(grams):  # nothing repeats at n, so nothing repeats beyond n
+            for m in range(n, last + 1):
+                yield m, 0.0, 0.0
+            return
+        repeated = list(map((1).__lt__, map(counts.__getitem__, grams)))
+        top = _top_chars(words, prefix, positions, grams, counts, n)
+        positions = list(compress(positions, repeated))
+        yield n, top / total, _covered_chars(prefix, positions, n) / total
+        if n == last:
+            return
+        # The (n+1)-gram at i is the pair (n-gram at i, n-gram at i + 1), both repeated.
+        keys = list(map(hash, compress(grams, repeated)))
+        adjacent = list(map((1).__eq__, map(sub, positions[1:], positions)))
+        grams = list(compress(zip(keys, keys[1:]), adjacent))
+        positions = list(compress(positions, adjacent))
+
+
+def _top_chars(words, prefix, positions, grams, counts, n) -> int:
+    """Characters covered by the most frequent n-gram (the first to appear among ties)."""
+    most = max(counts.values())  # >= 2: the caller stops before an n where nothing repeats
+    gram = next(compress(counts, map(most.__eq__, counts.values())))  # counts keep first-seen order
+    start = positions[grams.index(gram)]
+    ngram = words[start:start + n]
+    if any(ngram[k:] == ngram[:-k] for k in range(1, n)):
+        # It overlaps itself ("a a a" holds "a a" twice): count each character once.
+        return _covered_chars(prefix, list(compress(positions, map(gram.__eq__, grams))), n)
+    return most * (prefix[start + n] - prefix[start])
+
+
+def _covered_chars(prefix: list[int], starts: list[int], n: int) -> int:
+    """Characters in the union of the word spans [start, start + n), ``starts`` ascending:
+    each span adds what lies between the previous span's end (or its own start) and its end."""
+    ends = list(map(n.__add__, starts))
+    return sum(map(prefix.__getitem__, ends)) - sum(map(prefix.__getitem__, map(max, starts, chain((0,), ends))))
+
+
+# The rules in the order they are checked: (config field, statistic shown in the detail,
+# Document method, "<" for a lower bound or ">" for an upper bound). The dict-valued
+# fields expand to one check per n, ascending.
+RULES: tuple[tuple[str, str, Callable, str], ...] = (
+    ("min_chars", "chars", Document.char_count, "<"),
+    ("max_chars", "chars", Document.char_count, ">"),
+    ("min_words", "words", Document.word_count, "<"),
+    ("max_words", "words", Document.word_count, ">"),
+    ("min_mean_word_length", "mean word length", Document.mean_word_length, "<"),
+    ("max_mean_word_length", "mean word length", Document.mean_word_length, ">"),
+    ("max_symbol_word_ratio", "symbol/word ratio", Document.symbol_word_ratio, ">"),
+    ("max_curly_bracket_ratio", "curly bracket ratio", Document.curly_bracket_ratio, ">"),
+    ("reject_lorem_ipsum", "", Document.has_lorem_ipsum, "is"),
+    ("min_alpha_word_fraction", "alphabetic word fraction", Document.alpha_word_fraction, "<"),
+    ("min_stop_words", "distinct stop words", Document.stop_word_count, "<"),
+    ("max_bullet_lines_ratio", "bullet line fraction", Document.bullet_line_fraction, ">"),
+    ("max_ellipsis_lines_ratio", "ellipsis line fraction", Document.ellipsis_line_fraction, ">"),
+    ("min_lines_with_terminal_punctuation_fraction", "terminal punctuation line fraction",
+     Document.terminal_punctuation_line_fraction, "<"),
+    ("max_duplicate_line_fraction", "duplicate line fraction", Document.duplicate_line_fraction, ">"),
+    ("max_duplicate_line_char_fraction", "duplicate line char fraction", Document.duplicate_line_char_fraction, ">"),
+    ("max_duplicate_paragraph_fraction", "duplicate paragraph fraction", Document.duplicate_paragraph_fraction, ">"),
+    ("max_duplicate_paragraph_char_fraction", "duplicate paragraph char fraction",
+     Document.duplicate_paragraph_char_fraction, ">"),
+    ("max_top_ngram_char_fraction", "top {n}-gram char fraction", Document.top_ngram_char_fraction, ">"),
+    ("max_duplicate_ngram_char_fraction", "duplicate {n}-gram char fraction",
+     Document.duplicate_ngram_char_fraction, ">"),
+)
+
+Check = Callable[[Document], "str | None"]
+
+
+def compile_rules(config: HeuristicFilterConfig) -> list[tuple[str, Check]]:
+    """(reason, check) for each rule that is on, in ``RULES`` order; a check returns the
+    rejection detail, or None when the document passes."""
+    checks = []
+    for name, stat, method, op in RULES:
+        threshold = getattr(config, name)
+        if threshold is None or threshold is False:
+            continue
+        if isinstance(threshold, dict):
+            for n in sorted(threshold):
+                checks.append((name, _bound(stat.format(n=n), method, op, threshold[n], n)))
+        elif op == "is":
+            checks.append((name, lambda doc, method=method: 'contains "lorem ipsum"' if method(doc) else None))
+        else:
+            checks.append((name, _bound(stat, method, op, threshold)))
+    return checks
+
+
+def _bound(stat: str, method: Callable, op: str, threshold: float, n: int | None = None) -> Check:
+    below = op == "<"
+
+    def check(doc: Document) -> str | None:
+        # An n-gram statistic may be skipped (None) once it provably cannot exceed the threshold.
+        value = method(doc) if n is None else method(doc, n, threshold)
+        if value is None or not (value < threshold if below else value > threshold):
+            return None
+        return f"{stat} {_show(value)} {op} {threshold}"
+
+    return check
+
+
+def _show(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
+def judge(doc: Document, checks: list[tuple[str, Check]]) -> tuple[str, str] | None:
+    """(reason, detail) of the first check that fires, or None if the document passes."""
+    for reason, check in checks:
+        detail = check(doc)
+        if detail is not None:
+            return reason, detail
+    return None
+
+
+class HeuristicFilter(Stage):
+    name = "heuristic_filter"
+    version = "1"
+    Config = HeuristicFilterConfig
+    config: HeuristicFilterConfig
+
+    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+        values = texts(table, self.config.field or default_text_field(table))
+        verdicts = ctx.map_batches(partial(judge_texts, self.config), values, description=self.name)
+        keep = [v is None for v in verdicts]
+        # Typed arrays, so the reason/detail columns are strings even when nothing is rejected.
+        reasons = pa.array([v and v[0] for v in verdicts], pa.string())
+        details = pa.array([v and v[1] for v in verdicts], pa.string())
+        return split(table, keep, reasons, details)
+
+
+def judge_texts(config: HeuristicFilterConfig, values: list[str]) -> list[tuple[str, str] | None]:
+    """The verdict of every text in a batch (a module-level function so workers can run it)."""
+    checks = compile_rules(config)
+    ngram_sizes = {*(config.max_top_ngram_char_fraction or ()), *(config.max_duplicate_ngram_char_fraction or ())}
+    return [judge(Document(text, ngram_sizes), checks) for text in values]
