@@ -135,7 +135,7 @@ class Store:
         final = self._vdir(fp)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # forced recompute: swap in the new one, then drop the old
-            old = self.root / "tmp" / f"{fp}.old.{uuid.uuid4().hex[:8]}"
+            old = self.root / "tmp" / f"{fp}-old.{os.getpid()}.{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -144,16 +144,15 @@ class Store:
         return Version(final, manifest)
 
     def _sweep_tmp(self) -> None:
-        """Remove temp dirs left by runs that died (their pid is gone)."""
+        """Remove temp dirs left by runs that died (named ``<fp>.<pid>.<rand>``; pid gone)."""
         tmp = self.root / "tmp"
         if not tmp.is_dir():
             return
         for p in tmp.iterdir():
             parts = p.name.split(".")
             pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
-            if pid is None or pid == os.getpid() or not _alive(pid):
-                if pid != os.getpid():
-                    shutil.rmtree(p, ignore_errors=True)
+            if pid is not None and pid != os.getpid() and not _alive(pid):
+                shutil.rmtree(p, ignore_errors=True)
 
     # ---- names ----------------------------------------------------------------------
     def _name_file(self, name: str) -> Path:
