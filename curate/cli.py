@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -29,8 +28,8 @@ datasets_app = typer.Typer(help="List, inspect, compare and export dataset versi
 app.add_typer(datasets_app, name="datasets")
 
 # Piped output (CI logs, tests) gets a wide console so tables are not squeezed into 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Store root (else $CURATE_STORE, else ./.curate).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -145,6 +144,28 @@ def datasets_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@N, NAME@<f
         out.print(manifest_table(m))
 
 
+@datasets_app.command("rejects")
+def datasets_rejects(
+    ref: Annotated[str, typer.Argument(help="A step's version, e.g. math_sft/heuristic_filter.")],
+    reason: Annotated[Optional[str], typer.Option("--reason", help="Only rows rejected for this reason.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to print.")] = 20,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The rows a step removed, with reason and detail (every removed row is kept)."""
+    from .versions import load
+
+    table = load(ref, as_="arrow", store=store, rejected=True)
+    rows = [r for r in table.select(["id", "reason", "detail"]).to_pylist() if reason in (None, r["reason"])]
+    if as_json:
+        print(json.dumps(rows[:limit], indent=2))
+        return
+    t = Table("id", "reason", "detail", title=f"{len(rows):,} rejected rows in {ref}", title_justify="left")
+    for r in rows[:limit]:
+        t.add_row(r["id"], r["reason"], r["detail"] or "")
+    out.print(t)
+
+
 @datasets_app.command("diff")
 def datasets_diff(a: Annotated[str, typer.Argument(help="First reference.")],
                   b: Annotated[str, typer.Argument(help="Second reference.")],
@@ -182,28 +203,18 @@ def datasets_export(
 
 def main() -> None:
     try:
-        rv = app(standalone_mode=False)
-    except click.exceptions.UsageError as e:
-        e.show()
-        sys.exit(2)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
+        app()  # standalone: typer itself prints usage errors and exits 2
     except CurateError as e:
         err.print("[bold red]error:[/bold red]", end=" ")
         err.print(str(e), markup=False, highlight=False)
         _debug()
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
     except Exception as e:  # a bug of ours: say so plainly, traceback on request
         err.print("[bold red]internal error:[/bold red]", end=" ")
         err.print(f"{type(e).__name__}: {e}\nThis is a bug in curate; rerun with CURATE_DEBUG=1 for the "
                   "traceback and report it.", markup=False, highlight=False)
         _debug()
         sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def _debug() -> None:

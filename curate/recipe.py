@@ -65,8 +65,9 @@ class _Problems:
 
     def raise_if_any(self) -> None:
         if self.items:
-            lines = [f"{self.path}:{line_of(self.root, loc)}: {yaml_path(loc)}: {msg}" for loc, msg in self.items]
-            raise RecipeError(lines)
+            located = sorted(((line_of(self.root, loc), yaml_path(loc), msg) for loc, msg in self.items),
+                             key=lambda x: x[0])
+            raise RecipeError([f"{self.path}:{line}: {where}: {msg}" for line, where, msg in located])
 
 
 def load_recipe(path: str | Path, check_inputs: bool = True) -> Recipe:

@@ -132,6 +132,8 @@ def validation_problems(err: ValidationError, model: type[BaseModel] | None = No
                 msg += f"; did you mean '{close[0]}'?" if close else f"; valid keys: {valid}"
         elif e["type"] == "missing":
             msg = "required key is missing"
+        elif e["type"] == "value_error":  # our own validators: the message says it all
+            msg = e["msg"].removeprefix("Value error, ")
         else:
             msg = f"{e['msg']} (got {e.get('input')!r})"
         out.append((loc, msg))
@@ -169,6 +171,8 @@ def describe_config(config_cls: type[StageConfig]) -> list[dict[str, str]]:
 
 
 def type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
     origin = typing.get_origin(tp)
     if origin is None:
         return getattr(tp, "__name__", str(tp))

@@ -132,5 +132,8 @@ def test_export_diff_and_show_from_the_cli(tmp_path):
     assert d["only_in_b"] == 0 and d["only_in_a"] == d["a"]["rows"] - d["b"]["rows"] and d["changed"] == 0
     shown = run_cli("datasets", "show", "small", "--store", store)
     assert shown.returncode == 0 and "lineage" in shown.stdout
+    rj = run_cli("datasets", "rejects", "small/exact_dedup", "--json", "--store", store)
+    removed = json.loads(rj.stdout)
+    assert rj.returncode == 0 and removed and all(r["reason"] == "exact_duplicate" for r in removed)
     bad = run_cli("datasets", "show", "smal", "--store", store)
     assert bad.returncode == 2 and "did you mean 'small'" in bad.stderr and "Traceback" not in bad.stderr
