@@ -124,7 +124,7 @@ class Pipeline:
         table_fp = None
         if until != SOURCE_STEP:
             for step, stage in zip(self.steps, self.stages):
-                fp = stage.fingerprint(parent.fingerprint)
+                fp = stage.fingerprint(parent.fingerprint, store)
                 if store.has(fp) and not force:
                     version = store.version(fp)
                     stats.append(StepStat.from_manifest(version.manifest, cached=True))

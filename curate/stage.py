@@ -13,9 +13,11 @@ import difflib
 import multiprocessing
 import types
 import typing
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
@@ -67,16 +69,26 @@ class StageContext:
         """``fn`` over consecutive batches of ``items``, in ``workers`` processes; the flat
         results in input order. ``fn`` must be picklable (a module-level function or a
         ``functools.partial`` of one)."""
-        batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-        label = f"{description} ({len(items):,} rows)"
-        if self.workers <= 1 or len(batches) <= 1:
-            results = [fn(b) for b in self.reporter.track(batches, total=len(batches), description=label)]
-        else:
-            # fork: workers inherit the imported modules, so starting them costs milliseconds.
-            mp_context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(min(self.workers, len(batches)), mp_context=mp_context) as pool:
-                results = list(self.reporter.track(pool.map(fn, batches), total=len(batches), description=label))
+        batches = (items[i : i + batch_size] for i in range(0, len(items), batch_size))
+        total = -(-len(items) // batch_size)
+        results = self.map(fn, batches, total, f"{description} ({len(items):,} rows)")
         return [r for batch in results for r in batch]
+
+    def map(self, fn: Callable[[Any], Any], batches: Iterable, total: int, description: str = "") -> list:
+        """``[fn(b) for b in batches]`` in ``workers`` processes, in order. Batches are
+        produced lazily and at most two per worker are in flight, so memory holds a few
+        batches, not the whole input."""
+        batches = iter(batches)
+        if self.workers <= 1 or total <= 1:
+            return [fn(b) for b in self.reporter.track(batches, total=total, description=description)]
+        # fork: workers inherit the imported modules, so starting them costs milliseconds.
+        with ProcessPoolExecutor(min(self.workers, total), mp_context=multiprocessing.get_context("fork")) as pool:
+            pending = deque(pool.submit(fn, b) for b in islice(batches, 2 * self.workers))
+            results = []
+            for _ in self.reporter.track(range(total), total=total, description=description):
+                results.append(pending.popleft().result())
+                pending.extend(pool.submit(fn, b) for b in islice(batches, 1))
+            return results
 
 
 class Stage:
@@ -103,8 +115,16 @@ class Stage:
     def __call__(self, table: pa.Table, ctx: StageContext | None = None) -> StageOutput:
         return self.process(table, ctx or StageContext())
 
-    def fingerprint(self, parent: str) -> str:
-        return hash_parts(parent, self.name, self.config.model_dump(mode="json", exclude_defaults=True), self.version)
+    def dependencies(self, store: Any) -> list[str]:
+        """Fingerprints of other dataset versions this stage reads (e.g. ``against:``
+        references), resolved now; they are part of the fingerprint, so the stage reruns
+        when what it reads changes."""
+        return []
+
+    def fingerprint(self, parent: str, store: Any = None) -> str:
+        config = self.config.model_dump(mode="json", exclude_defaults=True)
+        deps = self.dependencies(store)
+        return hash_parts(parent, self.name, config, self.version, *([deps] if deps else []))
 
     def with_overrides(self, overrides: dict) -> Stage:
         return type(self)(self.config, **overrides)

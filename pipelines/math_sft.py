@@ -1,6 +1,6 @@
 """The math SFT chain: from a noisy pool of model-written solutions to a clean SFT set.
 
-Today: exact dedup of responses, then quality rules tuned for math solutions. Gopher's
+Today: exact and near (MinHash) dedup of responses, then quality rules tuned for math solutions. Gopher's
 prose thresholds reject 86% of CHAMP (a typical correct solution has an alphabetic-word
 fraction of 0.79, mean word length 3.35 and a duplicate 5-gram fraction of 0.24), so they
 are relaxed; the repetition rules stay, because looping generations are the commonest
@@ -12,12 +12,15 @@ augmentation and fine-tuning to this same chain.
 from __future__ import annotations
 
 from curate.stage import Stage
-from curate.stages import ExactDedup, HeuristicFilter
+from curate.stages import ExactDedup, HeuristicFilter, MinhashDedup
 
 
 def math_sft() -> list[Stage]:
     return [
         ExactDedup(field="response"),
+        # CHAMP's prompt settings often yield the same solution with small edits; word
+        # 5-grams at Jaccard >= 0.8 (verified) catch those near-copies.
+        MinhashDedup(field="response"),
         # Thresholds read off both sides of each cut on CHAMP's 19,440 solutions: what they
         # reject are generation loops ("+ 1 + 1 ...", a solution pasted twice), number dumps
         # and runaway digit strings; looser cuts start taking legitimate computation tables.

@@ -6,7 +6,8 @@ from __future__ import annotations
 from ..stage import Stage
 from .dedup import ExactDedup
 from .heuristics import HeuristicFilter
+from .minhash import MinhashDedup
 
-REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (ExactDedup, HeuristicFilter)}
+REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (ExactDedup, HeuristicFilter, MinhashDedup)}
 
-__all__ = ["REGISTRY", "ExactDedup", "HeuristicFilter"]
+__all__ = ["REGISTRY", "ExactDedup", "HeuristicFilter", "MinhashDedup"]

@@ -1,0 +1,215 @@
+"""minhash_dedup: signatures equal datasketch's, injected near-duplicates of real text are
+found, distinct texts are never merged, and results do not depend on batching or workers."""
+
+import glob
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from datasketch import MinHash
+
+from curate.errors import RecipeError
+from curate.stage import StageContext
+from curate.stages import MinhashDedup, lsh
+
+
+def real_documents(n_words=120):
+    """Distinct passages of real English: the licence texts shipped with Debian."""
+    words = []
+    for f in sorted(glob.glob("/usr/share/common-licenses/*")):
+        words += open(f, errors="ignore").read().split()
+    docs = [" ".join(words[i : i + n_words]) for i in range(0, len(words) - n_words, n_words)]
+    return list(dict.fromkeys(docs))
+
+
+def distinct(docs, below=0.5):
+    """Drop every passage whose 5-gram Jaccard with an earlier one is >= ``below``: the
+    licences share whole paragraphs (GFDL 1.2 and 1.3 are 0.88 alike), so real text has
+    natural near-duplicates that would blur what "distinct" means in these tests."""
+    norm = lsh.Normalizer()
+    close = exact_pairs(lsh.shingle_sets([norm(d) for d in docs], 5, "word"), below)
+    drop = {j for _, j in close}
+    return [d for k, d in enumerate(docs) if k not in drop]
+
+
+def edited(text, rate, rng, vocab):
+    """Word-level edits (substitute / delete / insert) at the given rate."""
+    out = []
+    for w in text.split():
+        r = rng.random()
+        if r < rate / 3:
+            out.append(rng.choice(vocab))
+        elif r < 2 * rate / 3:
+            continue
+        elif r < rate:
+            out += [w, rng.choice(vocab)]
+        else:
+            out.append(w)
+    return " ".join(out)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    rng = random.Random(7)
+    base = distinct(real_documents())
+    vocab = sorted({w for d in base for w in d.split()})
+    docs, origin = [], []
+    for i, b in enumerate(base):
+        docs.append(b)
+        origin.append(i)
+        if rng.random() < 0.9:
+            for _ in range(rng.randint(2, 5)):
+                docs.append(edited(b, rng.uniform(0.02, 0.15), rng, vocab))
+                origin.append(i)
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    docs, origin = [docs[k] for k in order], [origin[k] for k in order]
+    norm = lsh.Normalizer()
+    sets = lsh.shingle_sets([norm(d) for d in docs], 5, "word")
+    truth = exact_pairs(sets, 0.8)
+    table = pa.table({"id": [f"d{k}" for k in range(len(docs))], "text": docs})
+    return table, origin, truth
+
+
+def exact_pairs(sets, threshold):
+    """Every pair with exact Jaccard >= threshold, by brute force (a sparse X @ X.T)."""
+    from scipy.sparse import csr_matrix
+
+    vocab = {h: k for k, h in enumerate(np.unique(np.concatenate(sets)))}
+    rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
+    cols = np.array([vocab[h] for s in sets for h in s.tolist()])
+    x = csr_matrix((np.ones(len(cols), dtype=np.int32), (rows, cols)), shape=(len(sets), len(vocab)))
+    inter = (x @ x.T).tocoo()
+    sizes = np.array([len(s) for s in sets])
+    i, j, v = inter.row, inter.col, inter.data
+    upper = i < j
+    i, j, v = i[upper], j[upper], v[upper]
+    jac = v / (sizes[i] + sizes[j] - v)
+    return {(int(a), int(b)) for a, b in zip(i[jac >= threshold], j[jac >= threshold])}
+
+
+def test_signature_equals_datasketch_for_words_and_characters():
+    texts = [lsh.Normalizer()(t) for t in real_documents()[:5]] + ["tiny text", "", "naïve café — ünïcode"]
+    a, b = lsh.permutations(128, 1)
+    for unit, n in (("word", 5), ("char", 5), ("word", 1)):
+        hashes, offsets = lsh.shingle_hashes(texts, n, unit)
+        sig = lsh.signatures(hashes, offsets, a, b)
+        for k, text in enumerate(texts):
+            shingles = lsh.shingles(text, n, unit)
+            assert hashes[offsets[k] : offsets[k + 1]].tolist() == [lsh.shingle_hash32(s, unit) for s in shingles]
+            m = MinHash(num_perm=128, seed=1, hashfunc=lambda s, u=unit: lsh.shingle_hash32(s, u))
+            m.update_batch(shingles)
+            assert np.array_equal(m.hashvalues, sig[k]), (unit, k)
+
+
+def test_injected_near_duplicates_found_with_high_recall_and_precision(corpus):
+    table, origin, truth = corpus
+    out = MinhashDedup()(table, StageContext(workers=2))
+    idx = {r: k for k, r in enumerate(table.column("id").to_pylist())}
+    cluster = {idx[r["id"]]: r["dup_cluster"] for t in (out.kept, out.rejected) for r in t.to_pylist()}
+    assert len(truth) > 60
+    # recall: a true pair (J >= 0.8) ends up in one cluster, so at most one of the two survives
+    recall = sum(cluster[i] == cluster[j] for i, j in truth) / len(truth)
+    assert recall >= 0.95
+    # precision: a removed row truly near-duplicates (J >= 0.8) some other row of its cluster
+    partners = {}
+    for i, j in truth:
+        partners.setdefault(i, set()).add(j)
+        partners.setdefault(j, set()).add(i)
+    removed = [idx[r] for r in out.rejected.column("id").to_pylist()]
+    justified = sum(any(cluster[p] == cluster[k] for p in partners.get(k, ())) for k in removed)
+    assert len(removed) > 50 and justified / len(removed) >= 0.95
+
+
+def test_distinct_texts_are_never_merged(corpus):
+    table, origin, _ = corpus
+    out = MinhashDedup()(table)
+    idx = {r: k for k, r in enumerate(table.column("id").to_pylist())}
+    for r in out.rejected.to_pylist():
+        assert origin[idx[r["id"]]] == origin[idx[r["duplicate_of"]]]
+    assert len(set(origin)) == len({origin[idx[i]] for i in out.kept.column("id").to_pylist()})
+
+
+def test_results_identical_across_batch_sizes_and_process_counts(corpus):
+    table, _, _ = corpus
+    runs = [MinhashDedup(batch_size=bs)(table, StageContext(workers=w)) for bs, w in ((2000, 1), (7, 1), (100, 2), (33, 2))]
+    for out in runs[1:]:
+        assert out.kept.equals(runs[0].kept)
+        assert out.rejected.equals(runs[0].rejected)
+
+
+def test_signature_agreement_estimates_jaccard_within_three_sigma():
+    rng = np.random.default_rng(0)
+    a, b = lsh.permutations(128, 1)
+    for j in (0.2, 0.5, 0.8):
+        # two sets of 1000 hashes sharing exactly the right number of elements
+        union = rng.choice(2**32 - 1, size=3000, replace=False).astype(np.uint32)
+        inter = int(round(j * 1000 * 2 / (1 + j)))
+        size = (1000 * 2 - inter) // 2 + inter
+        A = union[:size]
+        B = np.concatenate([union[:inter], union[size : size + size - inter]])
+        true_j = inter / len(np.union1d(A, B))
+        sig = lsh.signatures(np.concatenate([A, B]), np.array([0, len(A), len(A) + len(B)]), a, b)
+        est = (sig[0] == sig[1]).mean()
+        assert abs(est - true_j) <= 3 * np.sqrt(true_j * (1 - true_j) / 128), (j, est, true_j)
+
+
+def test_optimal_bands_match_datasketch_and_recall_bands_find_pairs_at_threshold():
+    assert lsh.optimal_bands(0.7, 240) == (24, 10)
+    assert lsh.optimal_bands(0.8, 128) == (9, 13)
+    bands, rows = lsh.recall_bands(0.8, 128, 0.99)
+    assert bands * rows <= 128 and lsh.candidate_probability(0.8, bands, rows) >= 0.99
+
+
+def test_exact_duplicates_always_collide_and_chains_form_one_cluster_keeping_the_first():
+    doc = real_documents()[0]
+    words = doc.split()
+    a_, c_ = " ".join(words[:140]), " ".join(words[10:150])   # A ~ B ~ C, A and C further apart
+    b_ = " ".join(words[5:145])
+    table = pa.table({"id": ["a", "b", "c", "a2"], "text": [a_, b_, c_, a_]})
+    out = MinhashDedup(threshold=0.85)(table)
+    assert out.kept.column("id").to_pylist() == ["a"]
+    assert set(out.rejected.column("duplicate_of").to_pylist()) == {"a"}
+    assert set(out.kept.column("dup_cluster").to_pylist()) == {"a"}
+
+
+def test_empty_and_too_short_texts_get_no_signature_and_are_kept():
+    table = pa.table({"id": ["e1", "e2", "s1", "s2"], "text": ["", "", "two words", "two words"]})
+    out = MinhashDedup()(table)
+    assert len(out.kept) == 4 and len(out.rejected) == 0
+    assert out.kept.column("dup_cluster").to_pylist() == ["e1", "e2", "s1", "s2"]
+
+
+def test_keep_policies_longest_and_score():
+    base = real_documents()[3]
+    longer = base + " and one more clause at the very end"
+    table = pa.table({"id": ["short", "long"], "text": [base, longer], "quality": [0.9, 0.1]})
+    assert MinhashDedup(keep="longest")(table).kept.column("id").to_pylist() == ["long"]
+    assert MinhashDedup(keep="score", score_column="quality")(table).kept.column("id").to_pylist() == ["short"]
+    assert MinhashDedup()(table).kept.column("id").to_pylist() == ["short"]
+
+
+def test_sft_rows_compare_the_chosen_part_of_the_conversation():
+    base = real_documents()[5]
+    msgs = lambda p, r: [{"role": "user", "content": p}, {"role": "assistant", "content": r}]  # noqa: E731
+    table = pa.table({"id": ["x", "y"], "messages": [msgs("question one", base), msgs("a different question", base)]})
+    assert len(MinhashDedup()(table).kept) == 1                   # same response
+    assert len(MinhashDedup(field="prompt")(table).kept) == 2     # prompts differ (and are too short anyway)
+
+
+def test_rejects_carry_kept_id_and_estimated_jaccard(corpus):
+    table, _, _ = corpus
+    rej = MinhashDedup()(table).rejected
+    assert set(rej.column("reason").to_pylist()) == {"near_duplicate"}
+    assert min(rej.column("jaccard").to_pylist()) > 0.5
+    assert all("estimated Jaccard" in d for d in rej.column("detail").to_pylist())
+
+
+def test_config_errors_are_recipe_errors():
+    with pytest.raises(RecipeError, match="give both bands and rows"):
+        MinhashDedup(bands=8)
+    with pytest.raises(RecipeError, match="exceeds num_perm"):
+        MinhashDedup(bands=20, rows=10)
+    with pytest.raises(RecipeError, match="keep: score needs score_column"):
+        MinhashDedup(keep="score")
