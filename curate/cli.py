@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import CurateError, UsageError
-from .stage import Reporter
+from .stage import Reporter, StageContext
 
 app = typer.Typer(help="Curate and select training data for LLM fine-tuning and pretraining.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -80,6 +80,56 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) 
     out.print(f"{recipe}: ok -- dataset '{r.name}', source {getattr(r.source, 'type', r.source)}, {len(p.stages)} stages")
     for step, stage in zip(p.steps, p.stages):
         out.print(f"  {step}: {stage!r}")
+
+
+@app.command("dedup-calibrate")
+def dedup_calibrate(
+    ref: Annotated[str, typer.Argument(help="Dataset reference to sample from.")],
+    threshold: Annotated[float, typer.Option(help="Jaccard threshold.")] = 0.8,
+    num_perm: Annotated[int, typer.Option(help="MinHash permutations.")] = 128,
+    ngram: Annotated[int, typer.Option(help="Shingle size.")] = 5,
+    unit: Annotated[str, typer.Option(help="word | char")] = "word",
+    bands: Annotated[Optional[int], typer.Option(help="LSH bands (with --rows).")] = None,
+    rows: Annotated[Optional[int], typer.Option(help="Rows per band (with --bands).")] = None,
+    verify: Annotated[str, typer.Option(help="exact | signature | none")] = "exact",
+    field: Annotated[Optional[str], typer.Option(help="Text field (default: response or text).")] = None,
+    sample: Annotated[int, typer.Option(help="Rows to sample.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Precision and recall of MinHash settings on a sample of your data, against true Jaccard."""
+    from .calibrate import calibrate
+    from .stages import MinhashDedup
+    from .store import Store
+
+    config = MinhashDedup(threshold=threshold, num_perm=num_perm, ngram=ngram, unit=unit, bands=bands, rows=rows,
+                          verify=verify, field=field).config
+    table = Store(store).resolve(ref).table()
+    report = calibrate(table, config, sample=sample, seed=seed, ctx=StageContext(reporter=RichReporter(err),
+                                                                                  workers=os.cpu_count() or 1))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    s, b, tr = report["settings"], report["banding"], report["truth"]
+    out.print(f"{report['rows']:,} rows sampled; true pairs (J >= {s['threshold']}): {tr['pairs']:,}")
+    out.print(f"banding {s['bands']} x {s['rows']}: acts like J ~ {b['implied_threshold']}, "
+              f"P(candidate | J = {s['threshold']}) = {b['p_candidate_at_threshold']}")
+    t = Table("pairs", "count", "precision", "recall")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for label, key in (("LSH candidates", "candidates"), (f"merged (verify={s['verify']})", "merged"),
+                       ("classic unverified optimum", "classic_unverified")):
+        r = report[key]
+        name = label if key != "classic_unverified" else f"{label} ({r['bands']} x {r['rows']})"
+        t.add_row(name, f"{r['pairs']:,}", fmt(r["precision"]), fmt(r["recall"]))
+    out.print(t)
+    out.print("candidate Jaccard histogram: " + ", ".join(f"{k}: {v}" for k, v in report["candidate_jaccard_histogram"].items() if v))
+    for kind, rows_ in report["examples"].items():
+        if isinstance(rows_, list):
+            for e in rows_:
+                out.print(f"[bold]{kind}[/bold] J={e['jaccard']}: {e['a']} ~ {e['b']}")
+                out.print(f"   A: {e['a_text']!r}", markup=False)
+                out.print(f"   B: {e['b_text']!r}", markup=False)
 
 
 @app.command()
@@ -180,6 +230,9 @@ def datasets_diff(a: Annotated[str, typer.Argument(help="First reference.")],
     out.print(f"A = {a} ({d['a']['fingerprint']}, {d['a']['rows']:,} rows)")
     out.print(f"B = {b} ({d['b']['fingerprint']}, {d['b']['rows']:,} rows)")
     out.print(f"only in A: {d['only_in_a']:,}  only in B: {d['only_in_b']:,}  changed: {d['changed']:,}  same: {d['same']:,}")
+    for key in ("columns_added", "columns_removed"):
+        if d[key]:
+            out.print(f"{key.replace('_', ' ')}: {', '.join(d[key])}")
     for k, ids in d["examples"].items():
         if ids:
             out.print(f"  {k}: {', '.join(ids)}{' ...' if len(ids) < d[k] else ''}")

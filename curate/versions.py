@@ -59,10 +59,14 @@ def list_datasets(store: Store | str | Path | None = None, include_steps: bool =
 
 
 def diff(ref_a: str, ref_b: str, store: Store | str | Path | None = None, examples: int = 5) -> dict[str, Any]:
-    """Rows only in A, only in B (by id), and rows whose content changed."""
+    """Rows only in A, only in B (by id), and rows whose content changed in the columns both
+    versions have (a stage that adds a score column changes no row; the new column is
+    reported under ``columns_added``)."""
     store = _store(store)
     a, b = store.resolve(ref_a), store.resolve(ref_b)
-    ha, hb = _row_hashes(a), _row_hashes(b)
+    ta, tb = a.table(), b.table()
+    common = [c for c in ta.column_names if c in tb.column_names and c != "id"]
+    ha, hb = _row_hashes(ta, common), _row_hashes(tb, common)
     only_a = sorted(set(ha) - set(hb))
     only_b = sorted(set(hb) - set(ha))
     changed = sorted(k for k in set(ha) & set(hb) if ha[k] != hb[k])
@@ -73,14 +77,15 @@ def diff(ref_a: str, ref_b: str, store: Store | str | Path | None = None, exampl
         "only_in_b": len(only_b),
         "changed": len(changed),
         "same": len(ha) - len(only_a) - len(changed),
+        "columns_added": [c for c in tb.column_names if c not in ta.column_names],
+        "columns_removed": [c for c in ta.column_names if c not in tb.column_names],
         "examples": {"only_in_a": only_a[:examples], "only_in_b": only_b[:examples], "changed": changed[:examples]},
     }
 
 
-def _row_hashes(version: Version) -> dict[str, bytes]:
-    table = version.table()
+def _row_hashes(table, columns: list[str]) -> dict[str, bytes]:
     ids = table.column("id").to_pylist()
-    rest = table.drop_columns(["id"]).to_pylist()
+    rest = table.select(columns).to_pylist()
     return {i: xxhash.xxh3_128_digest(json.dumps(r, sort_keys=True, default=str).encode()) for i, r in zip(ids, rest)}
 
 

@@ -135,5 +135,8 @@ def test_export_diff_and_show_from_the_cli(tmp_path):
     rj = run_cli("datasets", "rejects", "small/exact_dedup", "--json", "--store", store)
     removed = json.loads(rj.stdout)
     assert rj.returncode == 0 and removed and all(r["reason"] == "exact_duplicate" for r in removed)
+    cal = run_cli("dedup-calibrate", "small/source", "--json", "--store", store)
+    assert cal.returncode == 0, cal.stderr
+    assert json.loads(cal.stdout)["settings"]["bands"] == 21
     bad = run_cli("datasets", "show", "smal", "--store", store)
     assert bad.returncode == 2 and "did you mean 'small'" in bad.stderr and "Traceback" not in bad.stderr

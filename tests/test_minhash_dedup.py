@@ -213,3 +213,50 @@ def test_config_errors_are_recipe_errors():
         MinhashDedup(bands=20, rows=10)
     with pytest.raises(RecipeError, match="keep: score needs score_column"):
         MinhashDedup(keep="score")
+
+
+def test_against_removes_rows_that_near_duplicate_an_earlier_version_and_tracks_it(tmp_path):
+    import json
+
+    import curate
+    from curate.sources import JsonlSource
+
+    docs = distinct(real_documents())[:40]
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[:20]))
+    new = tmp_path / "new.jsonl"
+    fresh = docs[20:40]
+    repeats = [d + " (as amended)" for d in docs[:5]]  # near-copies of old rows, J ~ 0.97
+    new.write_text("".join(json.dumps({"text": d}) + "\n" for d in fresh + repeats))
+    store = tmp_path / "store"
+    curate.Pipeline([], source=JsonlSource(path=str(old), shape="text"), name="old").run(store)
+
+    step = MinhashDedup(against=["old"])
+    result = curate.Pipeline([step], source=JsonlSource(path=str(new), shape="text"), name="new").run(store)
+    rejected = result.final.rejected().to_pylist()
+    assert len(rejected) == 5 and result.final.num_rows == 20
+    assert {r["reason"] for r in rejected} == {"near_duplicate_of_earlier_version"}
+    assert {r["duplicate_of"] for r in rejected} == {f"old:{k}" for k in range(1, 6)}
+    assert list((store / "cache" / "minhash").glob("*.npz"))  # the reference's signatures are cached
+
+    # the fingerprint follows the reference: a new version of 'old' reruns the step
+    before = step.fingerprint("parent", curate.Store(store))
+    old.write_text(old.read_text() + json.dumps({"text": docs[30]}) + "\n")
+    curate.Pipeline([], source=JsonlSource(path=str(old), shape="text"), name="old").run(store)
+    assert step.fingerprint("parent", curate.Store(store)) != before
+    again = curate.Pipeline([step], source=JsonlSource(path=str(new), shape="text"), name="new").run(store)
+    assert not again.steps[-1].cached and again.final.num_rows == 19  # docs[30] is now in 'old' too
+
+
+def test_calibrate_reports_precision_recall_against_true_jaccard(corpus):
+    from curate.calibrate import calibrate
+
+    table, _, truth = corpus
+    report = calibrate(table, MinhashDedup().config, examples=2)
+    assert report["truth"]["pairs"] == len(truth)  # the reference banding finds every true pair
+    assert report["merged"]["precision"] == 1.0 and report["merged"]["recall"] >= 0.95
+    assert report["candidates"]["recall"] >= report["classic_unverified"]["recall"]
+    assert report["candidates"]["precision"] < 1.0  # banding alone lets dissimilar pairs in...
+    assert all(e["jaccard"] < 0.8 for e in report["examples"]["false_positive_candidates"])  # ...shown as examples
+    unverified = calibrate(table, MinhashDedup(verify="none", bands=16, rows=8).config)
+    assert unverified["merged"]["precision"] < report["merged"]["precision"]

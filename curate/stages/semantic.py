@@ -1,0 +1,236 @@
+"""Semantic deduplication on sentence embeddings (SemDeDup).
+
+Abbas, Tirumala, Simig, Ganguli, Morcos, "SemDeDup: Data-efficient learning at web-scale
+through semantic deduplication" (2023). Exact and MinHash dedup only see shared characters;
+SemDeDup also removes rows that *say the same thing in other words*:
+
+1. embed every row with a pre-trained encoder, L2-normalised (the paper: CLIP for LAION,
+   OPT-125M for C4; here all-MiniLM-L6-v2, packaged, on CPU);
+2. spherical k-means on the embeddings (the paper: 50,000 clusters for LAION-440M, so about
+   9,000 rows per cluster), so that only rows in the same cluster are compared;
+3. within each cluster, pairs with cosine similarity > 1 - epsilon are duplicates, and one row
+   of each duplicate group is kept.
+
+The paper sweeps epsilon per dataset by the fraction it removes (LAION: from ~0.0005 up to
+~0.1, removing up to ~50% with little loss of accuracy) and keeps in each group the row
+farthest from its cluster centroid. Our defaults:
+
+| knob | default | why |
+|---|---|---|
+| epsilon | 0.05 (cosine > 0.95) | see below |
+| n_clusters | n / 10,000 rounded, at least 1 | see below |
+| keep | first | the earliest row, as in exact and MinHash dedup; or longest, or highest score |
+
+**epsilon = 0.05.** With all-MiniLM-L6-v2, close rewordings of one sentence score 0.95-0.99,
+looser paraphrases 0.88-0.95, and *different* statements on one topic (two solutions of
+different problems that share a template) reach 0.85-0.93. 0.95 removes what is the same
+content reworded and keeps what is merely about the same thing; a dedup stage should err
+towards keeping, since a wrongly kept duplicate costs little and a wrongly dropped row is
+lost diversity. Raise epsilon (0.1) for aggressive pruning of near-paraphrases.
+
+**n_clusters ≈ n / 10,000.** Clusters only make the comparison cheaper; every pair that
+k-means splits apart is a duplicate missed. The cost is dominated by embedding (~9 GFLOP a
+text for MiniLM at 256 word pieces) while comparing a row with a cluster of m rows costs
+~768 m FLOP, under 0.1% of that for m = 10,000. So clusters are made big: as big as the
+paper's, and a corpus under 15,000 rows is compared all-pairs (exactly). The similarity
+matrix is computed in blocks of ~16M entries (64 MB), so memory stays bounded however
+large a cluster grows.
+
+**Which row of a group is dropped.** Within a cluster the rows are ranked by the keep policy
+(earliest row / longest text / highest score; ties to the earliest row) and visited in that
+order: a row is dropped if its cosine similarity to a row *kept* before it exceeds 1 - epsilon,
+and its ``duplicate_of`` is the most similar such row. This is the paper's per-cluster rule
+(drop a row that has a near neighbour ranked before it) with one change: the paper also drops
+a row whose only near neighbours were themselves dropped, so a chain a~b~c loses c even when
+c is far from the kept a. Comparing with kept rows only means every dropped row has a kept
+row within 1 - epsilon (its ``similarity`` column says how close), and no two kept rows of a
+cluster are duplicates. Connected components (union-find) would chain further: in a dense
+region of embedding space a component can grow to hold rows that share nothing.
+
+**Known limitations.** Duplicates that k-means puts in different clusters are never compared
+(rare with clusters this size: a pair at cosine > 0.95 almost always shares its nearest
+centroid; set ``n_clusters: 1`` for an exact all-pairs pass). The encoder reads only the first
+256 word pieces of a text, so long texts that open the same way look alike. Empty or
+whitespace-only texts are not embedded (every one would embed to the same vector and be
+"duplicates" of each other); they are kept with ``semantic_cluster`` = -1 and left to
+``heuristic_filter`` and ``exact_dedup``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from ..embeddings import DEFAULT_MODEL, embed, require
+from ..errors import StageError
+from ..records import default_text_field, texts
+from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+
+ROWS_PER_CLUSTER = 10_000  # default cluster size; see the module docstring
+BLOCK_ENTRIES = 1 << 24  # similarity entries computed at once (64 MB of float32)
+
+
+class SemanticDedupConfig(StageConfig):
+    field: str | None = None
+    """Text to embed: text, prompt, response, conversation or a string column; None = response (SFT) or text."""
+    model: str = DEFAULT_MODEL
+    """Sentence-transformers model: all-MiniLM-L6-v2 (packaged, no download), a local folder or a cached hub id."""
+    batch_size: int = Field(64, ge=1)
+    """Texts embedded per batch."""
+    n_clusters: int | None = Field(None, ge=1)
+    """k-means clusters; only rows in one cluster are compared. None = rows / 10,000, at least 1."""
+    kmeans_iterations: int = Field(20, ge=1)
+    """k-means iterations."""
+    epsilon: float = Field(0.05, gt=0, lt=1)
+    """Rows whose cosine similarity exceeds 1 - epsilon are duplicates (0.05: > 0.95)."""
+    keep: Literal["first", "longest", "score"] = "first"
+    """Which row of a duplicate group to keep: the earliest, the longest text, or the highest score_column."""
+    score_column: str | None = None
+    """Numeric column whose highest value is kept when keep is 'score' (missing values rank last)."""
+    seed: int = 0
+    """Seed of k-means (initial centroids and sampling)."""
+
+    @model_validator(mode="after")
+    def _score_column_goes_with_keep_score(self) -> SemanticDedupConfig:
+        if self.keep == "score" and self.score_column is None:
+            raise ValueError("keep: score needs score_column (the numeric column whose highest value is kept)")
+        if self.keep != "score" and self.score_column is not None:
+            raise ValueError(f"score_column is only used with keep: score (keep is '{self.keep}')")
+        return self
+
+
+class SemanticDedup(Stage):
+    name = "semantic_dedup"
+    version = "1"
+    Config = SemanticDedupConfig
+    config: SemanticDedupConfig
+
+    def __init__(self, config: StageConfig | dict | None = None, /, **overrides):
+        super().__init__(config, **overrides)
+        require(self.name, self.config.model)
+
+    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+        c = self.config
+        field = c.field or default_text_field(table)
+        text = texts(table, field)
+        n = len(text)
+        ids = table.column("id").to_pylist()
+        rank = self.rank_keys(table, text)
+
+        rows = np.array([i for i, t in enumerate(text) if t.strip()], dtype=np.int64)
+        if len(rows) < n:
+            ctx.reporter.log(f"semantic_dedup: {n - len(rows)} empty {field} texts kept without comparing")
+        cluster = np.full(n, -1, dtype=np.int64)
+        parent = np.full(n, -1, dtype=np.int64)  # row index of the kept duplicate, -1 = kept
+        similarity = np.zeros(n, dtype=np.float32)
+        if len(rows):
+            emb = embed([text[i] for i in rows], c.model, c.batch_size, normalize=True, track=ctx.reporter.track)
+            k = c.n_clusters or max(1, round(len(rows) / ROWS_PER_CLUSTER))
+            cluster[rows] = kmeans(emb, k, c.kmeans_iterations, c.seed)
+            # Rows of each cluster, in keep-policy order: ranked by rank, grouped by cluster.
+            ranked = rows[np.lexsort(tuple(key[rows] for key in reversed(rank)))]  # lexsort: last key first
+            ranked = ranked[np.argsort(cluster[ranked], kind="stable")]
+            bounds = np.flatnonzero(np.diff(cluster[ranked])) + 1
+            groups = np.split(ranked, bounds)
+            row_to_emb = np.empty(n, dtype=np.int64)
+            row_to_emb[rows] = np.arange(len(rows))
+            threshold = np.float32(1 - c.epsilon)
+            for members in ctx.reporter.track(groups, total=len(groups), description="comparing within clusters"):
+                local_parent, sims = greedy_duplicates(emb[row_to_emb[members]], threshold)
+                dup = local_parent >= 0
+                parent[members[dup]] = members[local_parent[dup]]
+                similarity[members[dup]] = sims[dup]
+
+        keep = parent < 0
+        duplicate_of = [None if p < 0 else ids[p] for p in parent]
+        sim = [None if p < 0 else round(float(s), 6) for p, s in zip(parent, similarity)]
+        detail = [
+            None if p < 0 else f"{field} is a semantic duplicate of {ids[p]} (cosine {s:.4f} > {1 - c.epsilon:g})"
+            for p, s in zip(parent, similarity)
+        ]
+        table = table.append_column("semantic_cluster", pa.array(cluster, type=pa.int64()))
+        return split(table, keep.tolist(), "semantic_duplicate", detail, {
+            "duplicate_of": pa.array(duplicate_of, type=pa.string()),
+            "similarity": pa.array(sim, type=pa.float64()),
+        })
+
+    def rank_keys(self, table: pa.Table, text: list[str]) -> list[np.ndarray]:
+        """Sort keys, most significant first, that put the row to keep first in a group; the
+        row index comes last, so ties go to the earliest row."""
+        n = len(text)
+        index = np.arange(n)
+        if self.config.keep == "longest":
+            return [-np.array([len(t) for t in text], dtype=np.int64), index]
+        if self.config.keep == "score":
+            col = self.config.score_column
+            if col not in table.column_names:
+                raise StageError(f"semantic_dedup: score_column '{col}' is not a column; columns are {table.column_names}")
+            values = table.column(col)
+            if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type)):
+                raise StageError(f"semantic_dedup: score_column '{col}' holds {values.type}, not numbers")
+            score = np.array([np.nan if v is None else float(v) for v in values.to_pylist()], dtype=np.float64)
+            missing = np.isnan(score)
+            return [missing, -np.where(missing, 0.0, score), index]
+        return [index]
+
+
+def kmeans(emb: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
+    """Spherical k-means cluster of each row (faiss, seeded: the same input gives the same clusters)."""
+    k = min(k, len(emb))
+    if k == 1:
+        return np.zeros(len(emb), dtype=np.int64)
+    import faiss
+
+    # min_points_per_centroid=1: a small table with many clusters is the user's choice, not a warning.
+    km = faiss.Kmeans(emb.shape[1], k, niter=iterations, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1)
+    km.train(emb)
+    _, labels = km.index.search(emb, 1)
+    return labels[:, 0].astype(np.int64)
+
+
+def greedy_duplicates(emb: np.ndarray, threshold: np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Visit the rows of ``emb`` (unit vectors, in keep-policy order); a row whose cosine
+    similarity to an earlier *kept* row exceeds ``threshold`` is a duplicate of the most similar
+    one (ties: the earliest). Returns (index of that kept row or -1, its similarity).
+
+    The similarities are computed block by block against the rows kept so far, so memory stays
+    near ``BLOCK_ENTRIES`` floats however big the cluster."""
+    m, d = emb.shape
+    parent = np.full(m, -1, dtype=np.int64)
+    best = np.zeros(m, dtype=np.float32)
+    kept_rows = np.empty(m, dtype=np.int64)
+    kept_emb = np.empty((m, d), dtype=np.float32)
+    nk = 0
+    step = max(1, min(m, BLOCK_ENTRIES // max(m, 1)))
+    for start in range(0, m, step):
+        block = emb[start : start + step]
+        b = len(block)
+        to_kept = block @ kept_emb[:nk].T  # (b, nk): against rows kept in earlier blocks
+        within = block @ block.T  # (b, b): against earlier rows of this block (strictly lower part)
+        near_kept = to_kept > threshold
+        near_within = np.tril(within > threshold, k=-1)
+        kept = ~(near_kept.any(axis=1) | near_within.any(axis=1))  # rows with no near row are kept
+        for r in np.flatnonzero(~kept):  # in order, so earlier rows of the block are decided
+            sim, j = -np.inf, -1
+            if near_kept[r].any():
+                cand = np.where(near_kept[r], to_kept[r], -np.inf)
+                j = int(kept_rows[int(np.argmax(cand))])
+                sim = cand.max()
+            earlier = np.flatnonzero(near_within[r, :r] & kept[:r])
+            if len(earlier):
+                i = int(np.argmax(within[r, earlier]))
+                if within[r, earlier[i]] > sim:  # strictly: ties go to the earlier-ranked kept row
+                    sim, j = within[r, earlier[i]], start + int(earlier[i])
+            if j < 0:
+                kept[r] = True
+            else:
+                parent[start + r], best[start + r] = j, sim
+        new = np.flatnonzero(kept)
+        kept_rows[nk : nk + len(new)] = start + new
+        kept_emb[nk : nk + len(new)] = block[new]
+        nk += len(new)
+    return parent, best
