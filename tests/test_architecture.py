@@ -17,7 +17,9 @@ ALLOWED = {
     "stage": {"errors", "fingerprint"},
     "store": {"errors"},
     "sources": CORE | {"sources"},
-    "stages": CORE | {"stages"},
+    "stages": CORE | {"stages", "embeddings"},
+    "embeddings": CORE,
+    "calibrate": CORE | {"stages"},
     "pipeline": CORE | {"recipe"},  # only Pipeline.from_recipe, imported inside the method
     "versions": CORE,
     "report": CORE | {"pipeline"},
