@@ -78,9 +78,9 @@ def test_named_pipeline_with_overrides(tmp_path):
       heuristic_filter: {{min_words: 7}}
     """
     p = load_recipe(write(tmp_path, text)).pipeline()
-    assert p.steps == ["exact_dedup", "heuristic_filter"]
-    assert p.stages[1].config.min_words == 7
-    assert p.stages[1].config.min_alpha_word_fraction == 0.2  # the rest of the chain's config is kept
+    assert p.steps == ["exact_dedup", "minhash_dedup", "heuristic_filter"]
+    assert p.stages[2].config.min_words == 7
+    assert p.stages[2].config.min_alpha_word_fraction == 0.2  # the rest of the chain's config is kept
     bad = text.replace("heuristic_filter: {{min", "heuristic_filtre: {{min")
     with pytest.raises(RecipeError, match="pipeline 'math_sft' has no step 'heuristic_filtre'; did you mean 'heuristic_filter'"):
         load_recipe(write(tmp_path, bad))
