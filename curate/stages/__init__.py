@@ -7,7 +7,8 @@ from ..stage import Stage
 from .dedup import ExactDedup
 from .heuristics import HeuristicFilter
 from .minhash import MinhashDedup
+from .semantic import SemanticDedup
 
-REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (ExactDedup, HeuristicFilter, MinhashDedup)}
+REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (ExactDedup, HeuristicFilter, MinhashDedup, SemanticDedup)}
 
-__all__ = ["REGISTRY", "ExactDedup", "HeuristicFilter", "MinhashDedup"]
+__all__ = ["REGISTRY", "ExactDedup", "HeuristicFilter", "MinhashDedup", "SemanticDedup"]

@@ -132,7 +132,7 @@ class MinhashDedup(Stage):
         bands, rows = c.banding()
         pairs = lsh.candidate_pairs(lsh.band_hashes(sig, bands, rows), valid)
         pairs = pairs[pairs[:, 0] < n]  # pairs are sorted (i < j): this drops pairs of two reference rows
-        pairs = verified_pairs(pairs, sig, c, partial(_texts_at, sources))
+        pairs = verified_pairs(pairs, sig, c, partial(_texts_at, sources), ctx)
         labels = lsh.components(len(sig), pairs)
         kept_of = _survivors(labels, n, table, field, c)[labels[:n]]
 
@@ -186,16 +186,49 @@ def _signature_batch(normalize, ngram, unit, a, b, batch: list[str]) -> tuple[np
     return lsh.signatures(hashes, offsets, a, b), np.diff(offsets) > 0
 
 
-def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, texts_at) -> np.ndarray:
-    """The candidate pairs that pass ``c.verify`` at ``c.threshold``."""
+def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, texts_at,
+                   ctx: StageContext | None = None) -> np.ndarray:
+    """Candidate pairs that pass ``c.verify`` at ``c.threshold`` -- or, for ``exact``, a
+    subset of them with the same connected components (all clustering needs):
+
+    1. pairs whose signature estimate lies more than 5 sigma below the threshold are dropped
+       unchecked, and pairs more than 5 sigma above it are accepted unchecked (either way
+       the estimate is wrong with probability < 1e-6; sigma = sqrt(t(1-t)/num_perm));
+    2. the rest are checked in order of decreasing estimate, in chunks, skipping pairs whose
+       rows are already connected by accepted pairs (checking them cannot change a cluster);
+    3. shingle sets are built only for rows that still need a check, batch by batch."""
     if c.verify == "none" or len(pairs) == 0:
         return pairs
+    est = lsh.estimated_jaccard(sig, pairs)
     if c.verify == "signature":
-        return pairs[lsh.estimated_jaccard(sig, pairs) >= c.threshold]
-    rows = np.unique(pairs)
-    normalize = c.normalizer()
-    sets = dict(zip(rows.tolist(), lsh.shingle_sets([normalize(t) for t in texts_at(rows)], c.ngram, c.unit)))
-    return pairs[lsh.exact_jaccard(sets, pairs) >= c.threshold]
+        return pairs[est >= c.threshold]
+    sigma = (c.threshold * (1 - c.threshold) / c.num_perm) ** 0.5
+    sure = est >= c.threshold + 5 * sigma
+    unsure = ~sure & (est >= c.threshold - 5 * sigma)
+    accepted = [pairs[sure]]
+    pairs = pairs[unsure][np.argsort(-est[unsure], kind="stable")]
+    ctx = ctx or StageContext()
+    n_nodes = sig.shape[0]
+    labels = lsh.components(n_nodes, accepted[0])
+    sets: dict[int, np.ndarray] = {}
+    fn = partial(_shingle_set_batch, c.normalizer(), c.ngram, c.unit)
+    for start in range(0, len(pairs), VERIFY_CHUNK):
+        chunk = pairs[start : start + VERIFY_CHUNK]
+        chunk = chunk[labels[chunk[:, 0]] != labels[chunk[:, 1]]]
+        new_rows = np.setdiff1d(np.unique(chunk), np.fromiter(sets, dtype=np.int64, count=len(sets)))
+        batches = (texts_at(new_rows[i : i + c.batch_size]) for i in range(0, len(new_rows), c.batch_size))
+        computed = ctx.map(fn, batches, -(-len(new_rows) // c.batch_size), f"verify ({len(new_rows):,} rows)")
+        sets.update(zip(new_rows.tolist(), (s for batch in computed for s in batch)))
+        accepted.append(chunk[lsh.exact_jaccard(sets, chunk) >= c.threshold])
+        labels = lsh.components(n_nodes, np.concatenate(accepted))
+    return np.concatenate(accepted)
+
+
+VERIFY_CHUNK = 5_000
+
+
+def _shingle_set_batch(normalize, ngram, unit, batch: list[str]) -> list[np.ndarray]:
+    return lsh.shingle_sets([normalize(t) for t in batch], ngram, unit)
 
 
 def _texts_at(sources: list[tuple[pa.Table, str]], idx: np.ndarray) -> list[str]:
