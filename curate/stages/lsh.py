@@ -335,8 +335,14 @@ def exact_jaccard(sets: dict[int, np.ndarray], pairs: np.ndarray) -> np.ndarray:
 
 
 def shingle_sets(texts: list[str], ngram: int, unit: str) -> list[np.ndarray]:
+    """Each text's sorted, unique shingle hashes (one sort over (text, hash) keys for the
+    whole batch instead of one ``np.unique`` per text)."""
     hashes, offsets = shingle_hashes(texts, ngram, unit)
-    return [np.unique(hashes[offsets[k] : offsets[k + 1]]) for k in range(len(texts))]
+    doc = np.repeat(np.arange(len(texts), dtype=np.uint64), np.diff(offsets))
+    keys = np.unique((doc << np.uint64(32)) | hashes.astype(np.uint64))
+    bounds = np.searchsorted(keys >> np.uint64(32), np.arange(len(texts) + 1, dtype=np.uint64))
+    values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    return [values[bounds[k] : bounds[k + 1]] for k in range(len(texts))]
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:
