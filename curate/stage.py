@@ -75,20 +75,24 @@ class StageContext:
         return [r for batch in results for r in batch]
 
     def map(self, fn: Callable[[Any], Any], batches: Iterable, total: int, description: str = "") -> list:
-        """``[fn(b) for b in batches]`` in ``workers`` processes, in order. Batches are
+        """``[fn(b) for b in batches]`` in ``workers`` processes, in order (see ``imap``)."""
+        return list(self.imap(fn, batches, total, description))
+
+    def imap(self, fn: Callable[[Any], Any], batches: Iterable, total: int, description: str = "") -> Iterator:
+        """``fn(b) for b in batches`` in ``workers`` processes, yielded in order. Batches are
         produced lazily and at most two per worker are in flight, so memory holds a few
-        batches, not the whole input."""
+        batches, not the whole input (nor, if the caller consumes them, all results)."""
         batches = iter(batches)
         if self.workers <= 1 or total <= 1:
-            return [fn(b) for b in self.reporter.track(batches, total=total, description=description)]
+            yield from (fn(b) for b in self.reporter.track(batches, total=total, description=description))
+            return
         # fork: workers inherit the imported modules, so starting them costs milliseconds.
         with ProcessPoolExecutor(min(self.workers, total), mp_context=multiprocessing.get_context("fork")) as pool:
             pending = deque(pool.submit(fn, b) for b in islice(batches, 2 * self.workers))
-            results = []
             for _ in self.reporter.track(range(total), total=total, description=description):
-                results.append(pending.popleft().result())
+                result = pending.popleft().result()
                 pending.extend(pool.submit(fn, b) for b in islice(batches, 1))
-            return results
+                yield result
 
 
 class Stage:

@@ -127,7 +127,7 @@ class MinhashDedup(Stage):
             sources.append((ref_table, c.field or default_text_field(ref_table)))
             sigs.append(ref_sig)
             valids.append(ref_valid)
-        sig, valid = np.vstack(sigs), np.concatenate(valids)
+        sig, valid = (sigs[0], valids[0]) if len(sigs) == 1 else (np.vstack(sigs), np.concatenate(valids))
 
         bands, rows = c.banding()
         pairs = lsh.candidate_pairs(lsh.band_hashes(sig, bands, rows), valid)
@@ -140,6 +140,7 @@ class MinhashDedup(Stage):
         cluster_ids = [all_ids[k] for k in kept_of]
         is_kept = kept_of == np.arange(n)
         jac = lsh.estimated_jaccard(sig, np.stack([np.arange(n), kept_of], axis=1))
+        del sig, sigs, pairs, labels  # the split below copies the kept rows: make room first
         reasons = np.where(kept_of >= n, "near_duplicate_of_earlier_version", "near_duplicate")
         details = [None if k else f"estimated Jaccard {j:.2f} with {cid}" for k, j, cid in zip(is_kept, jac, cluster_ids)]
         table = table.append_column("dup_cluster", pa.array(cluster_ids, pa.string()))
@@ -170,15 +171,20 @@ class MinhashDedup(Stage):
 
 
 def signatures_of(table: pa.Table, field: str, c: MinhashDedupConfig, ctx: StageContext, label: str):
-    """Signatures of every row, computed batch by batch (texts of one batch in memory at a time)."""
+    """Signatures of every row, computed batch by batch (texts of one batch in memory at a
+    time) into one preallocated array."""
     a, b = lsh.permutations(c.num_perm, c.seed)
     n = len(table)
+    sig = np.empty((n, c.num_perm), dtype=np.uint32)
+    valid = np.empty(n, dtype=bool)
     batches = (texts(table.slice(s, c.batch_size), field) for s in range(0, n, c.batch_size))
     fn = partial(_signature_batch, c.normalizer(), c.ngram, c.unit, a, b)
-    results = ctx.map(fn, batches, -(-n // c.batch_size), f"{label} ({n:,} rows)")
-    if not results:
-        return np.zeros((0, c.num_perm), dtype=np.uint32), np.zeros(0, dtype=bool)
-    return np.vstack([r[0] for r in results]), np.concatenate([r[1] for r in results])
+    start = 0
+    for batch_sig, batch_valid in ctx.imap(fn, batches, -(-n // c.batch_size), f"{label} ({n:,} rows)"):
+        sig[start : start + len(batch_sig)] = batch_sig
+        valid[start : start + len(batch_sig)] = batch_valid
+        start += len(batch_sig)
+    return sig, valid
 
 
 def _signature_batch(normalize, ngram, unit, a, b, batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
