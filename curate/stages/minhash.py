@@ -200,9 +200,9 @@ def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, te
     1. pairs whose signature estimate lies more than 5 sigma below the threshold are dropped
        unchecked, and pairs more than 5 sigma above it are accepted unchecked (either way
        the estimate is wrong with probability < 1e-6; sigma = sqrt(t(1-t)/num_perm));
-    2. the rest are checked in order of decreasing estimate, in chunks, skipping pairs whose
+    2. the rest are checked in order of decreasing estimate, in doubling chunks, skipping pairs whose
        rows are already connected by accepted pairs (checking them cannot change a cluster);
-    3. shingle sets are built only for rows that still need a check, batch by batch."""
+    3. shingle sets are built once, batch by batch in the workers, for the rows of those pairs."""
     if c.verify == "none" or len(pairs) == 0:
         return pairs
     est = lsh.estimated_jaccard(sig, pairs)
@@ -214,19 +214,20 @@ def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, te
     accepted = [pairs[sure]]
     pairs = pairs[unsure][np.argsort(-est[unsure], kind="stable")]
     ctx = ctx or StageContext()
+    rows = np.unique(pairs)
+    batches = (texts_at(rows[i : i + c.batch_size]) for i in range(0, len(rows), c.batch_size))
+    fn = partial(_shingle_set_batch, c.normalizer(), c.ngram, c.unit)
+    computed = ctx.imap(fn, batches, -(-len(rows) // c.batch_size), f"verify ({len(rows):,} rows)")
+    sets = dict(zip(rows.tolist(), (s for batch in computed for s in batch)))
     n_nodes = sig.shape[0]
     labels = lsh.components(n_nodes, accepted[0])
-    sets: dict[int, np.ndarray] = {}
-    fn = partial(_shingle_set_batch, c.normalizer(), c.ngram, c.unit)
-    for start in range(0, len(pairs), VERIFY_CHUNK):
-        chunk = pairs[start : start + VERIFY_CHUNK]
+    start, size = 0, VERIFY_CHUNK
+    while start < len(pairs):  # chunks double: the first ones connect most clusters
+        chunk = pairs[start : start + size]
         chunk = chunk[labels[chunk[:, 0]] != labels[chunk[:, 1]]]
-        new_rows = np.setdiff1d(np.unique(chunk), np.fromiter(sets, dtype=np.int64, count=len(sets)))
-        batches = (texts_at(new_rows[i : i + c.batch_size]) for i in range(0, len(new_rows), c.batch_size))
-        computed = ctx.map(fn, batches, -(-len(new_rows) // c.batch_size), f"verify ({len(new_rows):,} rows)")
-        sets.update(zip(new_rows.tolist(), (s for batch in computed for s in batch)))
         accepted.append(chunk[lsh.exact_jaccard(sets, chunk) >= c.threshold])
         labels = lsh.components(n_nodes, np.concatenate(accepted))
+        start, size = start + size, size * 2
     return np.concatenate(accepted)
 
 
