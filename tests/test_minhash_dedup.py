@@ -260,3 +260,18 @@ def test_calibrate_reports_precision_recall_against_true_jaccard(corpus):
     assert all(e["jaccard"] < 0.8 for e in report["examples"]["false_positive_candidates"])  # ...shown as examples
     unverified = calibrate(table, MinhashDedup(verify="none", bands=16, rows=8).config)
     assert unverified["merged"]["precision"] < report["merged"]["precision"]
+
+
+def test_streaming_parquet_path_matches_the_stage(corpus, tmp_path):
+    import pyarrow.parquet as pq
+
+    from curate.stages.minhash import dedup_parquet
+
+    table, _, _ = corpus
+    path = tmp_path / "corpus.parquet"
+    pq.write_table(table, path, row_group_size=100)
+    kept_of, jac = dedup_parquet(str(path), "text", MinhashDedup(batch_size=64).config, StageContext(workers=2))
+    out = MinhashDedup()(table)
+    ids = table.column("id").to_pylist()
+    by_id = {r["id"]: r["dup_cluster"] for t in (out.kept, out.rejected) for r in t.to_pylist()}
+    assert [ids[k] for k in kept_of] == [by_id[i] for i in ids]

@@ -171,13 +171,17 @@ class MinhashDedup(Stage):
 
 
 def signatures_of(table: pa.Table, field: str, c: MinhashDedupConfig, ctx: StageContext, label: str):
-    """Signatures of every row, computed batch by batch (texts of one batch in memory at a
-    time) into one preallocated array."""
+    """Signatures of every row of a table, batch by batch (texts of one batch at a time)."""
+    batches = (texts(table.slice(s, c.batch_size), field) for s in range(0, len(table), c.batch_size))
+    return fill_signatures(batches, len(table), c, ctx, label)
+
+
+def fill_signatures(batches, n: int, c: MinhashDedupConfig, ctx: StageContext, label: str):
+    """(signatures, has-shingles) of ``n`` texts arriving in ``batches`` of ``c.batch_size``,
+    computed in the workers and written into one preallocated array."""
     a, b = lsh.permutations(c.num_perm, c.seed)
-    n = len(table)
     sig = np.empty((n, c.num_perm), dtype=np.uint32)
     valid = np.empty(n, dtype=bool)
-    batches = (texts(table.slice(s, c.batch_size), field) for s in range(0, n, c.batch_size))
     fn = partial(_signature_batch, c.normalizer(), c.ngram, c.unit, a, b)
     start = 0
     for batch_sig, batch_valid in ctx.imap(fn, batches, -(-n // c.batch_size), f"{label} ({n:,} rows)"):
@@ -185,6 +189,48 @@ def signatures_of(table: pa.Table, field: str, c: MinhashDedupConfig, ctx: Stage
         valid[start : start + len(batch_sig)] = batch_valid
         start += len(batch_sig)
     return sig, valid
+
+
+def dedup_parquet(path: str, column: str, c: MinhashDedupConfig, ctx: StageContext | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``minhash_dedup`` over a Parquet file without loading it: texts are streamed twice
+    (signatures; then the candidate rows, for verification), so memory is the signatures
+    and band hashes plus a few batches -- the shard-by-shard path a distributed executor
+    uses. Returns (kept_of, jaccard): for each row, the index of the row that survives in
+    its cluster (itself if kept), and the estimated Jaccard with it. keep=first only."""
+    import pyarrow.parquet as pq
+
+    if c.keep != "first" or c.against:
+        raise StageError("dedup_parquet supports keep=first without 'against'; use the stage for the rest")
+    ctx = ctx or StageContext()
+    pf = pq.ParquetFile(path)
+    n = pf.metadata.num_rows
+    batches = (b.column(0).to_pylist() for b in pf.iter_batches(batch_size=c.batch_size, columns=[column]))
+    sig, valid = fill_signatures(batches, n, c, ctx, f"minhash {path}")
+    pairs = lsh.candidate_pairs(lsh.band_hashes(sig, *c.banding()), valid)
+    pairs = verified_pairs(pairs, sig, c, _SequentialTexts(path, column, c.batch_size), ctx)
+    labels = lsh.components(n, pairs)
+    kept_of = _survivors(labels, n, None, column, c)[labels]
+    return kept_of, lsh.estimated_jaccard(sig, np.stack([np.arange(n), kept_of], axis=1))
+
+
+class _SequentialTexts:
+    """Texts of ascending row indices of a Parquet column, read in one pass over the file."""
+
+    def __init__(self, path: str, column: str, batch_rows: int):
+        import pyarrow.parquet as pq
+
+        self._batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column])
+        self._start, self._texts = 0, []
+
+    def __call__(self, idx: np.ndarray) -> list[str]:
+        out = []
+        for i in idx.tolist():
+            while i >= self._start + len(self._texts):
+                self._start += len(self._texts)
+                self._texts = next(self._batches).column(0).to_pylist()
+            out.append(self._texts[i - self._start])
+        return out
 
 
 def _signature_batch(normalize, ngram, unit, a, b, batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
