@@ -274,29 +274,24 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def candidate_pairs(bh: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Unique (i, j) row pairs, i < j, that share at least one band hash; (m, 2) int64.
-    Rows where ``valid`` is False (no signature) never pair."""
+    """Unique (i, j) row pairs, i < j, that share at least one band hash; (m, 2) int64,
+    sorted. Rows where ``valid`` is False (no signature) never pair. Pairs are kept as
+    int64 keys ``i * n + j``, made unique within each band before they are merged."""
     n = bh.shape[0]
     rows_idx = np.arange(n) if valid is None else np.flatnonzero(valid)
-    found = []
+    per_band = [np.zeros(0, dtype=np.int64)]
     for k in range(bh.shape[1]):
-        keys = bh[rows_idx, k]
-        order = np.argsort(keys, kind="stable")
-        sk, members = keys[order], rows_idx[order]
-        boundary = np.flatnonzero(np.diff(sk)) + 1
-        starts = np.concatenate(([0], boundary))
+        band = bh[rows_idx, k]
+        order = np.argsort(band, kind="stable")
+        sk, members = band[order], rows_idx[order]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(sk)) + 1))
         sizes = np.diff(np.concatenate((starts, [len(sk)])))
         multi = sizes > 1
-        found.append(_group_pairs(members, starts[multi], sizes[multi]))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.concatenate(found)
-    if len(pairs) == 0:
-        return pairs
-    pairs.sort(axis=1)
-    key = pairs[:, 0].astype(np.int64) * n + pairs[:, 1]
-    _, first = np.unique(key, return_index=True)
-    return pairs[np.sort(first)]
+        pairs = _group_pairs(members, starts[multi], sizes[multi])
+        lo, hi = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
+        per_band.append(np.unique(lo * n + hi))
+    keys = np.unique(np.concatenate(per_band))
+    return np.stack([keys // n, keys % n], axis=1) if len(keys) else np.zeros((0, 2), dtype=np.int64)
 
 
 def _group_pairs(members: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
