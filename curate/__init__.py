@@ -16,7 +16,7 @@ from .store import Store  # noqa: E402
 from .versions import diff, export, list_datasets, load  # noqa: E402
 
 __all__ = [
-    "CurateError", "Pipeline", "RecipeError", "RunResult", "SourceError", "Stage", "StageConfig",
+    "__version__", "CurateError", "Pipeline", "RecipeError", "RunResult", "SourceError", "Stage", "StageConfig",
     "StageContext", "StageError", "StageOutput", "Store", "StoreError", "UsageError", "diff", "export",
     "list_datasets", "load", "load_recipe", "sources", "stages",
 ]

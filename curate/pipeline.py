@@ -112,15 +112,18 @@ class Pipeline:
         """Run every step not already in ``store``. ``workers`` processes share per-row work
         (results and fingerprints do not depend on it)."""
         store = store if isinstance(store, Store) else Store(store)
-        self._workers = max(1, workers)
         reporter = reporter or Reporter()
+
+        def context(step: str) -> StageContext:
+            return StageContext(reporter=reporter, store=store, step=step, workers=max(1, workers))
+
         if until is not None and until not in (SOURCE_STEP, *self.steps):
             raise UsageError(f"--until {until}: no such step; steps are {', '.join([SOURCE_STEP, *self.steps])}")
         stats: list[StepStat] = []
         table = None
         lineage: list[dict[str, Any]] = []
 
-        parent = self._run_source(store, force, reporter, stats, lineage)
+        parent = self._run_source(store, force, context, stats, lineage)
         table_fp = None
         if until != SOURCE_STEP:
             for step, stage in zip(self.steps, self.stages):
@@ -132,7 +135,7 @@ class Pipeline:
                 else:
                     if table is None or table_fp != parent.fingerprint:
                         table = parent.table()
-                    version, table = self._compute(store, stage, step, fp, parent, table, lineage, reporter)
+                    version, table = self._compute(store, stage, step, fp, parent, table, lineage, context(step))
                     table_fp = fp
                     stats.append(StepStat.from_manifest(version.manifest, cached=False))
                 lineage.append(_lineage_entry(version.manifest))
@@ -144,7 +147,7 @@ class Pipeline:
             store.tag(self.name, parent.fingerprint)
         return RunResult(self.name, parent, stats)
 
-    def _run_source(self, store, force, reporter, stats, lineage) -> Version:
+    def _run_source(self, store, force, context, stats, lineage) -> Version:
         if self.source is None:
             raise UsageError("this pipeline has no source: pass source=... (a curate.sources object or a dataset reference)")
         if isinstance(self.source, str):
@@ -157,7 +160,7 @@ class Pipeline:
             stats.append(StepStat.from_manifest(version.manifest, cached=True))
         else:
             start = time.perf_counter()
-            out = self.source.read(StageContext(reporter=reporter, store=store, step=SOURCE_STEP, workers=self._workers))
+            out = self.source.read(context(SOURCE_STEP))
             rejected = _with_stage_column(out.rejected, SOURCE_STEP)
             check_counts(SOURCE_STEP, out.rows_in, out.kept, rejected, 0)
             manifest = self._manifest(
@@ -171,9 +174,8 @@ class Pipeline:
         store.tag(f"{self.name}/{SOURCE_STEP}", fp)
         return version
 
-    def _compute(self, store, stage, step, fp, parent, table, lineage, reporter):
+    def _compute(self, store, stage, step, fp, parent, table, lineage, ctx):
         start = time.perf_counter()
-        ctx = StageContext(reporter=reporter, store=store, step=step, workers=self._workers)
         try:
             out: StageOutput = stage.process(table, ctx)
         except StageError:

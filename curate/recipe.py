@@ -36,7 +36,7 @@ from .stage import Stage, validation_problems
 from .store import _NAME_RE
 
 TOP_KEYS = ("name", "description", "source", "input", "pipeline", "overrides", "stages")
-PATH_KEYS = ("path", "data_files")  # source keys holding paths, resolved against the recipe's folder
+PATH_KEYS = ("path",)  # source keys holding paths, resolved against the recipe's folder
 
 Loc = tuple[Any, ...]
 

@@ -138,6 +138,15 @@ class Stage:
         return f"{type(self).__name__}({args})"
 
 
+def check_keep_policy(keep: str, score_column: str | None) -> None:
+    """The rule shared by every stage that keeps one row of a group: ``keep: score`` needs a
+    ``score_column``, and a ``score_column`` means nothing without it."""
+    if keep == "score" and score_column is None:
+        raise ValueError("keep: score needs score_column (the numeric column whose highest value is kept)")
+    if keep != "score" and score_column is not None:
+        raise ValueError(f"score_column is only used with keep: score (keep is '{keep}')")
+
+
 def config_problems(err: ValidationError, prefix: str, model: type[BaseModel] | None = None) -> list[str]:
     """pydantic errors as one line each, with the dotted path of the field."""
     return [f"{'.'.join(str(p) for p in (prefix, *loc))}: {msg}" for loc, msg in validation_problems(err, model)]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import xxhash
 
 from .errors import UsageError
-from .store import Store, Version
+from .store import Store
 
 As = Literal["datasets", "polars", "arrow"]
 ExportFormat = Literal["jsonl", "parquet", "hf"]

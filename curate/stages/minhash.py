@@ -39,7 +39,7 @@ from pydantic import Field, model_validator
 from ..errors import StageError
 from ..fingerprint import hash_parts
 from ..records import default_text_field, texts
-from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+from ..stage import Stage, StageConfig, StageContext, StageOutput, check_keep_policy, split
 from . import lsh
 
 
@@ -87,8 +87,7 @@ class MinhashDedupConfig(StageConfig):
             raise ValueError("give both bands and rows, or neither")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
-        if (self.keep == "score") != (self.score_column is not None):
-            raise ValueError("keep: score needs score_column (and score_column is only used with keep: score)")
+        check_keep_policy(self.keep, self.score_column)
         return self
 
     def normalizer(self) -> lsh.Normalizer:

@@ -70,7 +70,7 @@ from .. import embeddings
 from ..embeddings import DEFAULT_MODEL, embed, require
 from ..errors import StageError
 from ..records import default_text_field, texts
-from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+from ..stage import Stage, StageConfig, StageContext, StageOutput, check_keep_policy, split
 
 ROWS_PER_CLUSTER = 10_000  # default cluster size; see the module docstring
 BLOCK_ENTRIES = 1 << 24  # similarity entries computed at once (64 MB of float32)
@@ -98,10 +98,7 @@ class SemanticDedupConfig(StageConfig):
 
     @model_validator(mode="after")
     def _score_column_goes_with_keep_score(self) -> SemanticDedupConfig:
-        if self.keep == "score" and self.score_column is None:
-            raise ValueError("keep: score needs score_column (the numeric column whose highest value is kept)")
-        if self.keep != "score" and self.score_column is not None:
-            raise ValueError(f"score_column is only used with keep: score (keep is '{self.keep}')")
+        check_keep_policy(self.keep, self.score_column)
         return self
 
 
