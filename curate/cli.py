@@ -26,6 +26,8 @@ app = typer.Typer(help="Curate and select training data for LLM fine-tuning and 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 datasets_app = typer.Typer(help="List, inspect, compare and export dataset versions.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+models_app = typer.Typer(help="Make and serve models: a tiny local LM, an OpenAI-compatible server.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 # Piped output (CI logs, tests) gets a wide console so tables are not squeezed into 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
@@ -66,6 +68,10 @@ def run(
     pipeline = load_recipe(recipe).pipeline()
     result = pipeline.run(store, force=force, until=until, reporter=RichReporter(err), workers=workers or os.cpu_count() or 1)
     out.print(funnel_table(result))
+    for line in result.describe_model_calls():
+        out.print(line)
+    if pipeline.models and not result.model_calls:
+        out.print("no model calls: every step that uses a model was cached")
     state = "nothing to compute: every step was cached" if result.all_cached else "done"
     out.print(f"{state}; {result.final.num_rows:,} rows in {result.name} ({time.perf_counter() - start:.1f} s)")
 
@@ -78,6 +84,8 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) 
     r = load_recipe(recipe)
     p = r.pipeline()
     out.print(f"{recipe}: ok -- dataset '{r.name}', source {getattr(r.source, 'type', r.source)}, {len(p.stages)} stages")
+    for name, spec in r.models.items():
+        out.print(f"  model {name}: {spec.model_dump(mode='json', exclude_defaults=True)}")
     for step, stage in zip(p.steps, p.stages):
         out.print(f"  {step}: {stage!r}")
 
@@ -252,6 +260,50 @@ def datasets_export(
         raise UsageError(f"--format {fmt}: use jsonl, parquet or hf")
     path = export(ref, fmt, dest, store)  # type: ignore[arg-type]
     out.print(f"wrote {path}")
+
+
+@models_app.command("train-tiny")
+def models_train_tiny(
+    data: Annotated[str, typer.Option("--data", help="A dataset reference, or a .txt/.jsonl/.parquet/.csv file.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the model to (new or empty).")],
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 300,
+    hidden_size: Annotated[int, typer.Option(help="Model width.")] = 128,
+    layers: Annotated[int, typer.Option(help="Decoder layers.")] = 2,
+    context_length: Annotated[int, typer.Option(help="Tokens per sequence (and the model's window).")] = 512,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 2048,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    store: StoreOpt = None,
+) -> None:
+    """Train a tiny Llama-style causal LM (and its BPE tokenizer) on local text, in Hugging Face format."""
+    from .models.config import TinyLMSpec
+    from .models.tiny import MARKER, ensure_tiny
+    from .store import Store
+
+    spec = TinyLMSpec(data=data, steps=steps, hidden_size=hidden_size, layers=layers, context_length=context_length,
+                      vocab_size=vocab_size, batch_size=batch_size, seed=seed)
+    start = time.perf_counter()
+    path = ensure_tiny(spec, out_dir, reporter=RichReporter(err), store=Store(store))
+    info = json.loads((path / MARKER).read_text())
+    out.print(f"{path}: {info['parameters']:,} parameters, final loss {info['final_loss']} "
+              f"({time.perf_counter() - start:.1f} s); load it with backend: transformers, model: {path}")
+
+
+@models_app.command("serve")
+def models_serve(
+    model: Annotated[str, typer.Argument(help="A local model folder or a cached hub id (transformers backend).")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    name: Annotated[Optional[str], typer.Option(help="The model name clients ask for (default: the folder name).")] = None,
+) -> None:
+    """Serve a local causal LM over OpenAI-compatible routes (/v1/completions, /v1/chat/completions)."""
+    from .models import ModelPool
+    from .models.serve import serve_forever
+
+    lm = ModelPool({"served": {"backend": "transformers", "model": model}}, cache=False).get("served")
+    served = name or Path(model).name
+    serve_forever(lm, host=host, port=port, model_name=served,
+                  on_ready=lambda url: out.print(f"serving '{served}' at {url} (Ctrl-C stops)"))
 
 
 def main() -> None:

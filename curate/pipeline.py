@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .errors import StageError, UsageError
+from .errors import CurateError, StageError, UsageError
 from .stage import Reporter, Stage, StageContext, StageOutput
 from .store import Store, Version, check_name, now
 
@@ -51,6 +51,11 @@ class RunResult:
     name: str
     final: Version
     steps: list[StepStat]
+    model_calls: dict[str, Any] = field(default_factory=dict)  # model name -> CallStats, for models a step called
+
+    def describe_model_calls(self) -> list[str]:
+        """One line per model a computed step used: calls made, and answered from the cache."""
+        return [stats.describe(name) for name, stats in self.model_calls.items()]
 
     @property
     def fingerprint(self) -> str:
@@ -77,18 +82,27 @@ class Pipeline:
     """``Pipeline([ExactDedup(), HeuristicFilter(min_words=20)], source=JsonlSource(path=...), name="demo")``.
 
     ``source`` is a source object (``curate.sources``) or a reference to a dataset version
-    already in the store (``"math_sft@2"``)."""
+    already in the store (``"math_sft@2"``). ``models`` names the models stages call
+    (``{"ref_lm": TransformersSpec(model="path")}``, or a bare path / hub id)."""
 
     stages: Sequence[Stage]
     source: Any = None
     name: str = "dataset"
     recipe: RecipeInfo | None = None
+    models: dict[str, Any] = field(default_factory=dict)
     steps: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         check_name(self.name)
         self.stages = list(self.stages)
         self.steps = step_names(self.stages)
+        self.models = dict(self.models or {})
+        missing = [f"step '{step}' uses model '{m}', which is not defined" for step, stage in zip(self.steps, self.stages)
+                   for m in stage.models_used() if m not in self.models]
+        if missing:
+            known = ", ".join(self.models) or "none"
+            raise UsageError("; ".join(missing) + f" (models: {known}); define it under the recipe's models: "
+                             "section, or pass models={...} to Pipeline")
 
     @classmethod
     def from_recipe(cls, path: str | Path) -> Pipeline:
@@ -98,7 +112,7 @@ class Pipeline:
 
     def then(self, *stages: Stage) -> Pipeline:
         """A new pipeline with ``stages`` appended (this one is not modified)."""
-        return Pipeline([*self.stages, *stages], self.source, self.name, self.recipe)
+        return Pipeline([*self.stages, *stages], self.source, self.name, self.recipe, self.models)
 
     def run(
         self,
@@ -111,11 +125,20 @@ class Pipeline:
     ) -> RunResult:
         """Run every step not already in ``store``. ``workers`` processes share per-row work
         (results and fingerprints do not depend on it)."""
+        from .models import ModelPool
+
         store = store if isinstance(store, Store) else Store(store)
         reporter = reporter or Reporter()
+        pool = ModelPool(self.models, reporter=reporter, store=store)
+        try:
+            result = self._run(store, force, until, reporter, workers, pool)
+        finally:
+            pool.close()
+        return result
 
+    def _run(self, store: Store, force: bool, until: str | None, reporter: Reporter, workers: int, pool: Any) -> RunResult:
         def context(step: str) -> StageContext:
-            return StageContext(reporter=reporter, store=store, step=step, workers=max(1, workers))
+            return StageContext(reporter=reporter, store=store, step=step, workers=max(1, workers), models=pool)
 
         if until is not None and until not in (SOURCE_STEP, *self.steps):
             raise UsageError(f"--until {until}: no such step; steps are {', '.join([SOURCE_STEP, *self.steps])}")
@@ -127,7 +150,7 @@ class Pipeline:
         table_fp = None
         if until != SOURCE_STEP:
             for step, stage in zip(self.steps, self.stages):
-                fp = stage.fingerprint(parent.fingerprint, store)
+                fp = stage.fingerprint(parent.fingerprint, store, pool)
                 if store.has(fp) and not force:
                     version = store.version(fp)
                     stats.append(StepStat.from_manifest(version.manifest, cached=True))
@@ -135,7 +158,7 @@ class Pipeline:
                 else:
                     if table is None or table_fp != parent.fingerprint:
                         table = parent.table()
-                    version, table = self._compute(store, stage, step, fp, parent, table, lineage, context(step))
+                    version, table = self._compute(store, stage, step, fp, parent, table, lineage, context(step), pool)
                     table_fp = fp
                     stats.append(StepStat.from_manifest(version.manifest, cached=False))
                 lineage.append(_lineage_entry(version.manifest))
@@ -145,7 +168,7 @@ class Pipeline:
                     break
         if until is None:
             store.tag(self.name, parent.fingerprint)
-        return RunResult(self.name, parent, stats)
+        return RunResult(self.name, parent, stats, {name: lm.stats for name, lm in pool.used().items()})
 
     def _run_source(self, store, force, context, stats, lineage) -> Version:
         if self.source is None:
@@ -174,11 +197,11 @@ class Pipeline:
         store.tag(f"{self.name}/{SOURCE_STEP}", fp)
         return version
 
-    def _compute(self, store, stage, step, fp, parent, table, lineage, ctx):
+    def _compute(self, store, stage, step, fp, parent, table, lineage, ctx, pool):
         start = time.perf_counter()
         try:
             out: StageOutput = stage.process(table, ctx)
-        except StageError:
+        except CurateError:  # already says what went wrong (a model error, a stage error...)
             raise
         except Exception as e:  # a stage bug or bad data: say which step, keep the cause
             raise StageError(f"step '{step}' ({stage.name}) failed: {type(e).__name__}: {e}") from e
@@ -186,7 +209,8 @@ class Pipeline:
         check_counts(step, len(table), out.kept, rejected, out.added)
         manifest = self._manifest(
             fp, [parent.fingerprint],
-            {"name": stage.name, "step": step, "version": stage.version, "config": stage.config.model_dump(mode="json")},
+            {"name": stage.name, "step": step, "version": stage.version, "config": stage.config.model_dump(mode="json"),
+             **({"models": {m: pool.describe(m) for m in stage.models_used()}} if stage.models_used() else {})},
             len(table), out.kept, rejected, out.added, time.perf_counter() - start, lineage,
         )
         return store.write_version(out.kept, rejected, manifest), out.kept

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,10 @@ from pydantic import ValidationError
 
 from .errors import RecipeError
 from .pipeline import Pipeline, RecipeInfo, step_names
-from .stage import Stage, validation_problems
+from .stage import RECIPE_PATHS, Stage, validation_problems
 from .store import _NAME_RE
 
-TOP_KEYS = ("name", "description", "source", "input", "pipeline", "overrides", "stages")
+TOP_KEYS = ("name", "description", "source", "input", "models", "pipeline", "overrides", "stages")
 PATH_KEYS = ("path",)  # source keys holding paths, resolved against the recipe's folder
 
 Loc = tuple[Any, ...]
@@ -49,9 +49,10 @@ class Recipe:
     stages: list[Stage]
     sha256: str
     description: str = ""
+    models: dict[str, Any] = field(default_factory=dict)
 
     def pipeline(self) -> Pipeline:
-        return Pipeline(self.stages, self.source, self.name, RecipeInfo(str(self.path), self.sha256))
+        return Pipeline(self.stages, self.source, self.name, RecipeInfo(str(self.path), self.sha256), self.models)
 
 
 class _Problems:
@@ -103,9 +104,64 @@ def load_recipe(path: str | Path, check_inputs: bool = True) -> Recipe:
         problems.add(("name",), "required: the dataset name (letters, digits, '_', '-', '.')")
 
     source = _source(data, path, problems, SOURCES, check_inputs)
-    stages = _stages(data, problems, REGISTRY, PIPELINES)
+    models = _models(data, path, problems)
+    stages = _stages(data, problems, REGISTRY, PIPELINES, path.parent)
+    _check_model_refs(data, stages, models, problems)
     problems.raise_if_any()
-    return Recipe(path, name, source, stages, hashlib.sha256(text.encode()).hexdigest(), data.get("description") or "")
+    return Recipe(path, name, source, stages, hashlib.sha256(text.encode()).hexdigest(), data.get("description") or "",
+                  models)
+
+
+def _models(data: dict, path: Path, problems: _Problems) -> dict[str, Any]:
+    """The ``models:`` section: name -> backend spec. Local model folders and training data
+    files are resolved relative to the recipe; hub ids are left alone."""
+    from .models.config import BACKENDS, parse_spec
+
+    section = data.get("models") or {}
+    if not isinstance(section, dict):
+        problems.add(("models",), "a mapping NAME: {backend: ..., model: ...}")
+        return {}
+    out = {}
+    for name, cfg in section.items():
+        if not isinstance(cfg, dict):
+            problems.add(("models", name), f"a mapping with a backend ({', '.join(BACKENDS)}) and its settings")
+            continue
+        if cfg.get("backend", "transformers") not in BACKENDS:
+            problems.add(("models", name, "backend"), f"unknown backend {cfg['backend']!r}"
+                         + _suggest(str(cfg["backend"]), BACKENDS))
+            continue
+        cfg = dict(cfg)
+        if isinstance(cfg.get("model"), str) and cfg["model"].startswith((".", "~")) or _is_local(cfg.get("model"), path.parent):
+            cfg["model"] = _resolve_paths(cfg["model"], path.parent)
+        tiny = cfg.get("train_tiny")
+        if isinstance(tiny, dict) and "data" in tiny:
+            data_cfg = tiny["data"]
+            if isinstance(data_cfg, dict):
+                data_cfg = {k: _resolve_paths(v, path.parent) if k in PATH_KEYS else v for k, v in data_cfg.items()}
+            elif isinstance(data_cfg, str) and _is_local(data_cfg, path.parent):
+                data_cfg = _resolve_paths(data_cfg, path.parent)
+            cfg["train_tiny"] = {**tiny, "data": data_cfg}
+        try:
+            out[name] = parse_spec(cfg)
+        except ValidationError as e:
+            for loc, msg in validation_problems(e):
+                # pydantic puts the backend's tag first in the location; the recipe has no such level
+                loc = loc[1:] if loc and loc[0] in BACKENDS else loc
+                problems.add(("models", name, *loc), msg)
+    return out
+
+
+def _is_local(value: Any, base: Path) -> bool:
+    return isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists()
+
+
+def _check_model_refs(data: dict, stages: list[Stage], models: dict, problems: _Problems) -> None:
+    for step, stage in zip(step_names(stages), stages):
+        for ref in stage.models_used():
+            if ref not in models:
+                where = ("overrides", step) if "pipeline" in data else ("stages",)
+                problems.add(where, f"step '{step}' uses model '{ref}', which the recipe does not define under models:"
+                             + (_suggest(ref, models) if models else " (add a models: section)"))
 
 
 def _source(data: dict, path: Path, problems: _Problems, sources: dict, check_inputs: bool) -> Any:
@@ -148,12 +204,12 @@ def _resolve_paths(value: Any, base: Path) -> Any:
     return value
 
 
-def _stages(data: dict, problems: _Problems, registry: dict, pipelines: dict) -> list[Stage]:
+def _stages(data: dict, problems: _Problems, registry: dict, pipelines: dict, base: Path) -> list[Stage]:
     if "pipeline" in data:
         if "stages" in data:
             problems.add(("stages",), "give either 'pipeline:' (a named chain) or 'stages:', not both")
             return []
-        return _named_pipeline(data, problems, pipelines)
+        return _named_pipeline(data, problems, pipelines, base)
     if "overrides" in data:
         problems.add(("overrides",), "'overrides:' adjusts the steps of a named 'pipeline:'; with 'stages:' edit them directly")
     items = data.get("stages") or []
@@ -172,13 +228,13 @@ def _stages(data: dict, problems: _Problems, registry: dict, pipelines: dict) ->
             problems.add(("stages", i, stage_name), f"unknown stage {stage_name!r}" + _suggest(str(stage_name), registry)
                          + " (`curate stages` lists them)")
             continue
-        stage = _build_stage(registry[stage_name], cfg or {}, ("stages", i, stage_name), problems)
+        stage = _build_stage(registry[stage_name], cfg or {}, ("stages", i, stage_name), problems, base=base)
         if stage is not None:
             stages.append(stage)
     return stages
 
 
-def _named_pipeline(data: dict, problems: _Problems, pipelines: dict) -> list[Stage]:
+def _named_pipeline(data: dict, problems: _Problems, pipelines: dict, base: Path) -> list[Stage]:
     ref = data["pipeline"]
     if ref not in pipelines:
         problems.add(("pipeline",), f"unknown pipeline {ref!r}" + _suggest(str(ref), pipelines))
@@ -195,23 +251,32 @@ def _named_pipeline(data: dict, problems: _Problems, pipelines: dict) -> list[St
                          + f" (steps: {', '.join(steps)})")
             continue
         i = steps.index(step)
-        merged = {**stages[i].config.model_dump(exclude_defaults=True), **(cfg or {})}
-        stage = _build_stage(type(stages[i]), merged, ("overrides", step), problems, given=cfg or {})
+        given = _resolve_stage_paths(type(stages[i]), cfg or {}, base) if isinstance(cfg, dict) else cfg
+        merged = {**stages[i].config.model_dump(exclude_defaults=True), **(given or {})}
+        stage = _build_stage(type(stages[i]), merged, ("overrides", step), problems)
         if stage is not None:
             stages[i] = stage
     return stages
 
 
-def _build_stage(cls: type[Stage], cfg: Any, loc: Loc, problems: _Problems, given: Any = None) -> Stage | None:
+def _build_stage(cls: type[Stage], cfg: Any, loc: Loc, problems: _Problems, base: Path | None = None) -> Stage | None:
     if not isinstance(cfg, dict):
         problems.add(loc, f"the config of '{cls.name}' is a mapping of its keys (`curate stages {cls.name}`)")
         return None
+    if base is not None:
+        cfg = _resolve_stage_paths(cls, cfg, base)
     try:
         return cls(cls.Config(**cfg))
     except ValidationError as e:
         for eloc, msg in validation_problems(e, cls.Config):
             problems.add((*loc, *eloc), msg)
         return None
+
+
+def _resolve_stage_paths(cls: type[Stage], cfg: dict, base: Path) -> dict:
+    """Values of config fields marked ``RECIPE_PATHS`` resolved against the recipe's folder."""
+    marked = {name for name, f in cls.Config.model_fields.items() if RECIPE_PATHS in f.metadata}
+    return {k: _resolve_paths(v, base) if k in marked else v for k, v in cfg.items()}
 
 
 def _suggest(word: str, choices) -> str:

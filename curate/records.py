@@ -48,6 +48,12 @@ def prompt_of(messages: list[dict]) -> str:
     return "\n\n".join(m["content"] for m in messages[:last] if m["role"] != "system")
 
 
+def prompt_messages(messages: list[dict]) -> list[dict]:
+    """The turns before the last assistant turn (system turns included): what a chat model
+    is given when it writes the response."""
+    return list(messages[: _last_assistant(messages)])
+
+
 def response_of(messages: list[dict]) -> str:
     last = _last_assistant(messages)
     return messages[last]["content"] if last < len(messages) else ""

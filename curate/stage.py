@@ -24,10 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import RecipeError
+from .errors import RecipeError, StageError
 from .fingerprint import hash_parts
 
 REJECT_COLUMNS = ("reason", "detail")
+
+# Marks a config field that holds file paths: ``Annotated[list[str], RECIPE_PATHS]``. A recipe
+# resolves such paths relative to the recipe file, as it does a source's ``path``.
+RECIPE_PATHS = "recipe-relative paths"
 
 
 class StageConfig(BaseModel):
@@ -64,6 +68,14 @@ class StageContext:
     store: Any = None  # curate.store.Store, when the stage runs inside a pipeline
     step: str = ""  # the step's name in its pipeline (a stage can appear twice)
     workers: int = 1
+    models: Any = None  # curate.models.ModelPool: the run's named models (``models:`` in a recipe)
+
+    def model(self, name: str) -> Any:
+        """The run's model called ``name`` (a ``curate.models.LM``), loaded on first use."""
+        if self.models is None:
+            raise StageError(f"this stage needs the model '{name}', but no models were given: "
+                             f"pass models={{'{name}': ...}} to the Pipeline (or a recipe's models: section)")
+        return self.models.get(name)
 
     def map_batches(self, fn: Callable[[list], list], items: list, batch_size: int = 1000, description: str = "") -> list:
         """``fn`` over consecutive batches of ``items``, in ``workers`` processes; the flat
@@ -101,6 +113,7 @@ class Stage:
     name: ClassVar[str]
     version: ClassVar[str] = "1"  # bump when the same config starts meaning something else
     Config: ClassVar[type[StageConfig]]
+    model_fields: ClassVar[tuple[str, ...]] = ()  # config fields that name one of the run's models
 
     def __init__(self, config: StageConfig | dict | None = None, /, **overrides: Any):
         if isinstance(config, StageConfig) and not overrides:
@@ -125,10 +138,24 @@ class Stage:
         when what it reads changes."""
         return []
 
-    def fingerprint(self, parent: str, store: Any = None) -> str:
-        config = self.config.model_dump(mode="json", exclude_defaults=True)
+    def models_used(self) -> list[str]:
+        """The names of the run's models this stage calls (the values of ``model_fields``)."""
+        return [v for f in self.model_fields if (v := getattr(self.config, f, None))]
+
+    def fingerprint_config(self) -> dict[str, Any]:
+        """The config as it enters the fingerprint: the non-default fields. A stage whose
+        config names files overrides this to put their content hashes in place of paths."""
+        return self.config.model_dump(mode="json", exclude_defaults=True)
+
+    def fingerprint(self, parent: str, store: Any = None, models: Any = None) -> str:
+        """hash(parent, name, non-default config, version[, versions read][, model identities])."""
         deps = self.dependencies(store)
-        return hash_parts(parent, self.name, config, self.version, *([deps] if deps else []))
+        used = self.models_used()
+        if used and models is None:
+            raise StageError(f"stage {self.name} uses the model(s) {', '.join(used)}, but no models were given")
+        ids = {n: models.identity(n) for n in used}
+        extra = [*([deps] if deps else []), *([{"models": ids}] if ids else [])]
+        return hash_parts(parent, self.name, self.fingerprint_config(), self.version, *extra)
 
     def with_overrides(self, overrides: dict) -> Stage:
         return type(self)(self.config, **overrides)

@@ -1,21 +1,31 @@
 """The math SFT chain: from a noisy pool of model-written solutions to a clean SFT set.
 
-Today: exact and near (MinHash) dedup of responses, then quality rules tuned for math solutions. Gopher's
+Exact and near (MinHash) dedup of responses, quality rules tuned for math solutions,
+decontamination against held-out evaluation problems, then perplexity filtering under a
+reference LM (the model the recipe names ``ref_lm``). Gopher's
 prose thresholds reject 86% of CHAMP (a typical correct solution has an alphabetic-word
 fraction of 0.79, mean word length 3.35 and a duplicate 5-gram fraction of 0.24), so they
 are relaxed; the repetition rules stay, because looping generations are the commonest
-defect in model-written solutions. Later issues append
-near-dedup, perplexity filtering, rectification, selection, difficulty-aware sampling,
-augmentation and fine-tuning to this same chain.
+defect in model-written solutions. Later issues append rectification, selection,
+difficulty-aware sampling, augmentation and fine-tuning to this same chain.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from curate.stage import Stage
-from curate.stages import ExactDedup, HeuristicFilter, MinhashDedup
+from curate.stages import Decontaminate, ExactDedup, HeuristicFilter, MinhashDedup, PerplexityFilter
+
+# Ten CHAMP problems held out as the evaluation set (recipes/data/champ_heldout.jsonl: every
+# 27th problem, with its reference answer). The fingerprint follows the file's content,
+# not where the checkout lives.
+HELDOUT = Path(__file__).resolve().parents[1] / "recipes" / "data" / "champ_heldout.jsonl"
 
 
-def math_sft() -> list[Stage]:
+def math_sft(ref_lm: str = "ref_lm", eval_sets: tuple[str, ...] = (str(HELDOUT),)) -> list[Stage]:
+    """The chain; ``ref_lm`` names the run's reference LM, ``eval_sets`` the evaluation
+    questions no training row may overlap."""
     return [
         ExactDedup(field="response"),
         # CHAMP's prompt settings often yield the same solution with small edits; word
@@ -42,4 +52,10 @@ def math_sft() -> list[Stage]:
             max_top_ngram_char_fraction={2: 0.3, 3: 0.3, 4: 0.3},
             max_duplicate_ngram_char_fraction={10: 0.8},
         ),
+        # Every solution to an evaluation problem leaves the pool: its prompt is the problem
+        # (8-gram coverage > 0.5, as Tulu 3), and a response quoting the problem counts too.
+        Decontaminate(eval_sets=list(eval_sets), fields=["prompt", "response"]),
+        # The response given its problem under the reference LM; the most perplexing 5% are
+        # garbled or off-topic generations the rules above do not see.
+        PerplexityFilter(model=ref_lm, max_percentile=95.0),
     ]

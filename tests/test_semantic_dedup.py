@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate import embeddings
+from curate.models import embeddings
 from curate.errors import RecipeError, StageError
 from curate.stages import semantic
 from curate.stages.semantic import SemanticDedup, greedy_duplicates
@@ -233,7 +233,7 @@ def test_building_the_stage_does_not_import_torch():
 def test_fingerprint_follows_the_model_identity(tmp_path):
     import shutil
 
-    from curate.embeddings import packaged_model_path
+    from curate.models.embeddings import packaged_model_path
 
     packaged = SemanticDedup()
     assert packaged.fingerprint("p") == SemanticDedup().fingerprint("p")

@@ -4,11 +4,19 @@ the docs are generated from it and from the config classes."""
 from __future__ import annotations
 
 from ..stage import Stage
+from .decontaminate import Decontaminate
 from .dedup import ExactDedup
 from .heuristics import HeuristicFilter
 from .minhash import MinhashDedup
+from .perplexity import IfdScore, PerplexityFilter
 from .semantic import SemanticDedup
 
-REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (ExactDedup, HeuristicFilter, MinhashDedup, SemanticDedup)}
+REGISTRY: dict[str, type[Stage]] = {
+    cls.name: cls
+    for cls in (Decontaminate, ExactDedup, HeuristicFilter, IfdScore, MinhashDedup, PerplexityFilter, SemanticDedup)
+}
 
-__all__ = ["REGISTRY", "ExactDedup", "HeuristicFilter", "MinhashDedup", "SemanticDedup"]
+__all__ = [
+    "REGISTRY", "Decontaminate", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "PerplexityFilter",
+    "SemanticDedup",
+]

@@ -66,8 +66,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from .. import embeddings
-from ..embeddings import DEFAULT_MODEL, embed, require
+from ..models import embeddings
+from ..models.embeddings import DEFAULT_MODEL, embed, require
 from ..errors import StageError
 from ..records import default_text_field, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, check_keep_policy, split

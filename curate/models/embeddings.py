@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import StageError
+from ..errors import StageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,7 +80,7 @@ def identity(model: str) -> str:
     folder = Path(where)
     if not folder.is_dir():
         return where
-    from .fingerprint import hash_file, hash_parts
+    from ..fingerprint import hash_file, hash_parts
 
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     return hash_parts([[str(p.relative_to(folder)), hash_file(p)] for p in files])
