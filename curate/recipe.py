@@ -106,7 +106,7 @@ def load_recipe(path: str | Path, check_inputs: bool = True) -> Recipe:
     source = _source(data, path, problems, SOURCES, check_inputs)
     models = _models(data, path, problems)
     stages = _stages(data, problems, REGISTRY, PIPELINES, path.parent)
-    _check_model_refs(data, stages, models, problems)
+    _check_model_refs(data, stages, data.get("models") if isinstance(data.get("models"), dict) else {}, problems)
     problems.raise_if_any()
     return Recipe(path, name, source, stages, hashlib.sha256(text.encode()).hexdigest(), data.get("description") or "",
                   models)
@@ -156,6 +156,7 @@ def _is_local(value: Any, base: Path) -> bool:
 
 
 def _check_model_refs(data: dict, stages: list[Stage], models: dict, problems: _Problems) -> None:
+    """Every model a step names is defined (entries with problems of their own count as defined)."""
     for step, stage in zip(step_names(stages), stages):
         for ref in stage.models_used():
             if ref not in models:

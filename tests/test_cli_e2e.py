@@ -41,8 +41,14 @@ def test_main_job_runs_caches_and_recomputes_on_force(isolated_store):
     assert again.stdout.count(" yes ") >= 3 and " no " not in again.stdout.split("\n", 1)[1]
     assert t_again < t_first / 3, (t_first, t_again)
 
+    assert "no model calls" in again.stdout
+
     forced = run_cli("run", RECIPE, "--store", str(isolated_store), "--force")
     assert forced.returncode == 0 and "every step was cached" not in forced.stdout
+    # every step recomputed, but the reference LM is not asked again: its answers are cached on disk
+    scored = json.loads(run_cli("datasets", "show", "math_sft/decontaminate", "--json", "--store",
+                                str(isolated_store)).stdout)["counts"]["kept"]
+    assert f"ref_lm: 0 model calls, {scored:,} answered from the cache" in forced.stdout, forced.stdout
 
     # every version: counts add up, and every removed id is in its rejected parquet with a reason
     for d in versions_of(isolated_store):
@@ -114,10 +120,11 @@ def test_bad_jsonl_rows_are_rejected_with_their_line_and_the_run_completes(tmp_p
     assert src["counts"] == {"in": 5, "kept": 2, "rejected": 3, "added": 0}
 
 
-def test_export_diff_and_show_from_the_cli(tmp_path):
+def test_export_diff_and_show_from_the_cli(tmp_path, tiny_lm):
     store = str(tmp_path / "s")
     recipe = tmp_path / "small.yaml"
-    recipe.write_text("name: small\nsource: {type: champ, limit_problems: 3}\npipeline: math_sft\n")
+    recipe.write_text("name: small\nsource: {type: champ, limit_problems: 3}\npipeline: math_sft\n"
+                      f"models:\n  ref_lm: {{backend: transformers, model: {tiny_lm}}}\n")
     assert run_cli("run", str(recipe), "--store", store).returncode == 0
     jsonl = tmp_path / "out.jsonl"
     assert run_cli("datasets", "export", "small", "--format", "jsonl", "--out", str(jsonl), "--store", store).returncode == 0

@@ -73,12 +73,13 @@ def test_named_pipeline_with_overrides(tmp_path):
     text = """\
     name: demo
     source: {{type: champ, limit_problems: 2}}
+    models: {{ref_lm: {{model: some/hub-model}}}}
     pipeline: math_sft
     overrides:
       heuristic_filter: {{min_words: 7}}
     """
     p = load_recipe(write(tmp_path, text)).pipeline()
-    assert p.steps == ["exact_dedup", "minhash_dedup", "heuristic_filter"]
+    assert p.steps == ["exact_dedup", "minhash_dedup", "heuristic_filter", "decontaminate", "perplexity_filter"]
     assert p.stages[2].config.min_words == 7
     assert p.stages[2].config.min_alpha_word_fraction == 0.2  # the rest of the chain's config is kept
     bad = text.replace("heuristic_filter: {{min", "heuristic_filtre: {{min")
@@ -104,3 +105,45 @@ def test_cli_exits_2_with_one_clear_message_and_no_traceback(tmp_path, edit, fie
         assert proc.returncode == 2, proc.stderr
         assert field in proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout
+
+
+MODELS = """\
+name: demo
+source:
+  type: jsonl
+  path: pool.jsonl
+  fields: {{prompt: question, response: solution}}
+models:
+  ref:
+    backend: transformers
+    model: ./lm
+    batch_size: 8
+  teacher:
+    backend: openai
+    base_url: http://127.0.0.1:9/v1
+    model: big
+    api_key_env: TEACHER_KEY
+stages:
+  - decontaminate: {{eval_sets: [evals/test.jsonl]}}
+  - perplexity_filter: {{model: ref, max_percentile: 95}}
+"""
+
+
+def test_models_section_resolves_local_folders_and_stage_paths_relative_to_the_recipe(tmp_path):
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "evals").mkdir()
+    r = load_recipe(write(tmp_path, MODELS))
+    assert r.models["ref"].model == str(tmp_path / "lm") and r.models["ref"].batch_size == 8
+    assert r.models["teacher"].api_key_env == "TEACHER_KEY"
+    assert r.pipeline().stages[0].config.eval_sets == [str(tmp_path / "evals" / "test.jsonl")]
+
+
+def test_model_problems_are_reported_with_line_and_field(tmp_path):
+    bad = (MODELS.replace("backend: openai", "backend: opneai").replace("batch_size: 8", "batch_sise: 8")
+           .replace("model: ref, max", "model: reff, max"))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, bad))
+    msg = str(e.value)
+    assert "recipe.yaml:12: models.teacher.backend: unknown backend 'opneai'; did you mean 'openai'?" in msg
+    assert "recipe.yaml:10: models.ref.batch_sise: unknown key" in msg
+    assert "uses model 'reff', which the recipe does not define under models:; did you mean 'ref'?" in msg

@@ -242,3 +242,15 @@ def test_fingerprint_follows_the_model_identity(tmp_path):
     before = SemanticDedup(model=str(copy)).fingerprint("p")
     (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
     assert SemanticDedup(model=str(copy)).fingerprint("p") != before
+
+
+def test_nearest_finds_each_paraphrase_among_distinct_texts():
+    from curate.models.embeddings import embed, nearest
+
+    corpus = ["How many primes are below 100?", "Compute the area of a circle of radius 3.",
+              "Find all real x with x^2 = 9.", "What is the capital of France?"]
+    queries = ["What is the area of a circle whose radius is 3?", "Which city is France's capital?",
+               "Count the prime numbers smaller than 100."]
+    scores, ids = nearest(embed(queries), embed(corpus), k=2)
+    assert ids[:, 0].tolist() == [1, 3, 0]
+    assert (scores[:, 0] > scores[:, 1]).all() and ids.shape == (3, 2)

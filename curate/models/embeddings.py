@@ -164,3 +164,27 @@ def _quiet_transformers() -> Iterator[None]:
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
+
+
+def nearest(queries: np.ndarray, corpus: np.ndarray, k: int = 1, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar ``corpus`` rows of each query row, by inner product (cosine on
+    the L2-normalised vectors ``embed`` returns): ``(scores, indices)``, each (n_queries, k),
+    best first; indices are -1 where the corpus has fewer than ``k`` rows. Exact search
+    (faiss ``IndexFlatIP``), in query batches so memory stays at one batch of results."""
+    import numpy as np
+
+    try:
+        import faiss
+    except ImportError:
+        raise StageError(f"nearest-neighbour search needs faiss: {EXTRA}") from None
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if corpus.ndim != 2 or queries.ndim != 2 or corpus.shape[1] != queries.shape[1]:
+        raise StageError(f"nearest: queries {queries.shape} and corpus {corpus.shape} must be 2-D with the same width")
+    index = faiss.IndexFlatIP(corpus.shape[1])
+    index.add(corpus)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    for i in range(0, len(queries), batch_size):
+        scores[i : i + batch_size], ids[i : i + batch_size] = index.search(queries[i : i + batch_size], k)
+    return scores, ids

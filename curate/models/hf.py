@@ -30,6 +30,7 @@ from ..fingerprint import hash_file, hash_parts
 from .base import LM, ModelError, Prompt, Sampling
 from .cache import CallCache, cache_root
 from .config import TransformersSpec
+from .windows import StartToken, scoring_units
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja", ".tiktoken", ".py")
 MAX_DEFAULT_WINDOW = 4096
@@ -49,9 +50,7 @@ class TransformersLM(LM):
         limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or MAX_DEFAULT_WINDOW
         self.window = spec.max_length or min(int(limit), MAX_DEFAULT_WINDOW)
         tok = self.tokenizer
-        probe = tok("a").input_ids
-        self._adds_bos = tok.bos_token_id is not None and len(probe) > 0 and probe[0] == tok.bos_token_id
-        self._start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self._start = StartToken(tok)
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
     @classmethod
@@ -75,7 +74,7 @@ class TransformersLM(LM):
     def _logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[np.ndarray]:
         import torch
 
-        units = self._units(pairs)
+        units = scoring_units(self.tokenizer, self._start, pairs, self.window, self.name)
         out = [np.zeros(0, dtype=np.float32) for _ in pairs]
         pieces: dict[int, list[tuple[int, np.ndarray]]] = {}
         for batch in self._batches(units):
@@ -84,40 +83,6 @@ class TransformersLM(LM):
         for pair, parts in pieces.items():
             out[pair] = np.concatenate([lp for _, lp in sorted(parts, key=lambda x: x[0])])
         return out
-
-    def _units(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, int, list[int], int]]:
-        """(pair index, window index, token ids, number of scored tokens at the end)."""
-        tok = self.tokenizer
-        contexts = [c for c, _ in pairs]
-        nonempty = [i for i, c in enumerate(contexts) if c]
-        ctx_ids: list[list[int]] = [[] for _ in pairs]
-        if nonempty:
-            enc = tok([contexts[i] for i in nonempty], add_special_tokens=False).input_ids
-            for i, ids in zip(nonempty, enc):
-                ctx_ids[i] = ids
-        tgt_ids = tok([t for _, t in pairs], add_special_tokens=False).input_ids if pairs else []
-        units = []
-        W = self.window
-        stride = max(1, W // 2)
-        for i, (ctx, tgt) in enumerate(zip(ctx_ids, tgt_ids)):
-            if self._start is not None and (not ctx or (self._adds_bos and ctx[0] != self._start)):
-                ctx = [self._start, *ctx]
-            if not ctx:
-                raise ModelError(f"model '{self.name}' has neither a BOS nor an EOS token, so the first token of a text "
-                                 "cannot be scored; give a context")
-            seq = ctx + tgt
-            p0, end = len(ctx), len(seq)
-            if p0 == end:
-                continue  # empty target: nothing to score
-            b = min(end, max(p0 + stride, W))
-            a, part = p0, 0
-            while True:
-                lo = max(0, b - W)
-                units.append((i, part, seq[lo:b], b - a))
-                if b >= end:
-                    break
-                a, b, part = b, min(end, b + stride), part + 1
-        return units
 
     def _batches(self, units: list) -> list[list]:
         order = sorted(units, key=lambda u: -len(u[2]))
@@ -163,7 +128,9 @@ class TransformersLM(LM):
 
         texts = [p if isinstance(p, str) else self.chat_prompt(p) for p in prompts]
         tok = self.tokenizer
-        enc = tok(texts, add_special_tokens=not all(isinstance(p, list) for p in prompts)).input_ids
+        # The same rule for raw and chat-rendered prompts: BOS in front when the tokenizer
+        # adds one and the text does not already start with it (chat templates often do).
+        enc = [self._start.prefix(ids) for ids in tok(texts, add_special_tokens=False).input_ids]
         order = sorted(range(len(texts)), key=lambda i: -len(enc[i]))
         out: list[list[str]] = [[] for _ in texts]
         eos = _eos_ids(self.model, tok)
