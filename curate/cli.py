@@ -244,6 +244,12 @@ def datasets_diff(a: Annotated[str, typer.Argument(help="First reference.")],
     for k, ids in d["examples"].items():
         if ids:
             out.print(f"  {k}: {', '.join(ids)}{' ...' if len(ids) < d[k] else ''}")
+    if d["changed_columns"]:
+        out.print("changed columns: " + ", ".join(f"{c} {n:,}" for c, n in d["changed_columns"].items()))
+    for e in d["edits"]:
+        out.print(f"  {e['id']} {e['column']}:", markup=False)
+        out.print(f"    - {e['before']}", markup=False, highlight=False)
+        out.print(f"    + {e['after']}", markup=False, highlight=False)
 
 
 @datasets_app.command("export")

@@ -36,6 +36,7 @@ class StepStat:
     reasons: dict[str, int]
     seconds: float
     cached: bool
+    stats: dict[str, int] = field(default_factory=dict)  # the stage's own counters (StageOutput.stats)
 
     @classmethod
     def from_manifest(cls, m: dict[str, Any], cached: bool) -> StepStat:
@@ -43,6 +44,7 @@ class StepStat:
         return cls(
             m["stage"]["step"], m["stage"]["name"], m["fingerprint"], c["in"], c["kept"], c["rejected"],
             c.get("added", 0), m.get("rejections", {}), 0.0 if cached else m.get("wall_time_s", 0.0), cached,
+            m.get("stats", {}),
         )
 
 
@@ -211,11 +213,12 @@ class Pipeline:
             fp, [parent.fingerprint],
             {"name": stage.name, "step": step, "version": stage.version, "config": stage.config.model_dump(mode="json"),
              **({"models": {m: pool.describe(m) for m in stage.models_used()}} if stage.models_used() else {})},
-            len(table), out.kept, rejected, out.added, time.perf_counter() - start, lineage,
+            len(table), out.kept, rejected, out.added, time.perf_counter() - start, lineage, out.stats,
         )
         return store.write_version(out.kept, rejected, manifest), out.kept
 
-    def _manifest(self, fp, parents, stage_info, rows_in, kept, rejected, added, seconds, lineage) -> dict[str, Any]:
+    def _manifest(self, fp, parents, stage_info, rows_in, kept, rejected, added, seconds, lineage,
+                  stats: dict[str, int] | None = None) -> dict[str, Any]:
         reasons = Counter(rejected.column("reason").to_pylist()) if len(rejected) else Counter()
         m = {
             "fingerprint": fp,
@@ -227,6 +230,7 @@ class Pipeline:
             "created": now(),
             "counts": {"in": rows_in, "kept": len(kept), "rejected": len(rejected), "added": added},
             "rejections": dict(reasons.most_common()),
+            "stats": {k: int(v) for k, v in (stats or {}).items()},
             "wall_time_s": round(seconds, 3),
             "columns": {f.name: str(f.type) for f in kept.schema},
             "scores": score_summary(kept),

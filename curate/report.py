@@ -13,10 +13,10 @@ from .pipeline import RunResult
 def funnel_table(result: RunResult, top: int = 3) -> Table:
     t = Table(title=f"{result.name}  ->  {result.fingerprint}", title_justify="left")
     for col, justify in (("stage", "left"), ("rows in", "right"), ("kept", "right"), ("rejected", "right"),
-                         ("top reasons", "left"), ("seconds", "right"), ("cached", "center")):
-        t.add_column(col, justify=justify, no_wrap=col != "top reasons", overflow="fold")
+                         ("top reasons · counts", "left"), ("seconds", "right"), ("cached", "center")):
+        t.add_column(col, justify=justify, no_wrap=not col.startswith("top"), overflow="fold")
     for s in result.steps:
-        reasons = ", ".join(f"{r} {n:,}" for r, n in list(s.reasons.items())[:top])
+        reasons = ", ".join([f"{r} {n:,}" for r, n in list(s.reasons.items())[:top]] + [f"{k} {v:,}" for k, v in s.stats.items()])
         t.add_row(escape(s.step), f"{s.rows_in:,}", f"{s.kept:,}", f"{s.rejected:,}", escape(reasons) or "-",
                   f"{s.seconds:.2f}", "yes" if s.cached else "no")
     return t
@@ -33,6 +33,8 @@ def manifest_table(m: dict[str, Any]) -> Table:
     t.add_row("parents", ", ".join(m["parents"]) or "-")
     t.add_row("counts", f"in {c['in']:,}  kept {c['kept']:,}  rejected {c['rejected']:,}  added {c.get('added', 0):,}")
     t.add_row("rejections", ", ".join(f"{k} {v:,}" for k, v in m.get("rejections", {}).items()) or "-")
+    if m.get("stats"):
+        t.add_row("stage counts", ", ".join(f"{k} {v:,}" for k, v in m["stats"].items()))
     t.add_row("created", f"{m['created']}  ({m['wall_time_s']} s, curate {m['curate_version']})")
     if m.get("recipe"):
         t.add_row("recipe", f"{m['recipe']['path']} (sha256 {m['recipe']['sha256'][:12]})")

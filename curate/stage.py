@@ -44,6 +44,9 @@ class StageOutput(NamedTuple):
     kept: pa.Table
     rejected: pa.Table
     added: int = 0  # rows a stage created (augmentation); counted so the invariant still holds
+    # What the stage counted beyond kept / rejected (e.g. verify: how many answers are wrong;
+    # rectify: how many responses were corrected). Stored in the manifest, shown in the funnel.
+    stats: dict[str, int] | None = None
 
 
 class Reporter:

@@ -70,6 +70,7 @@ def diff(ref_a: str, ref_b: str, store: Store | str | Path | None = None, exampl
     only_a = sorted(set(ha) - set(hb))
     only_b = sorted(set(hb) - set(ha))
     changed = sorted(k for k in set(ha) & set(hb) if ha[k] != hb[k])
+    changed_columns, edits = _edits(ta, tb, common, changed, examples)
     return {
         "a": {"ref": ref_a, "fingerprint": a.fingerprint, "rows": len(ha)},
         "b": {"ref": ref_b, "fingerprint": b.fingerprint, "rows": len(hb)},
@@ -79,8 +80,45 @@ def diff(ref_a: str, ref_b: str, store: Store | str | Path | None = None, exampl
         "same": len(ha) - len(only_a) - len(changed),
         "columns_added": [c for c in tb.column_names if c not in ta.column_names],
         "columns_removed": [c for c in ta.column_names if c not in tb.column_names],
+        "changed_columns": changed_columns,
         "examples": {"only_in_a": only_a[:examples], "only_in_b": only_b[:examples], "changed": changed[:examples]},
+        "edits": edits,
     }
+
+
+def _edits(ta, tb, columns: list[str], changed: list[str], examples: int, width: int = 300) -> tuple[dict[str, int], list]:
+    """How many changed rows differ in each column, and the first ``examples`` edits as
+    ``{id, column, before, after}`` (texts cut to ``width`` characters; for ``messages``,
+    the turns that differ)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not changed:
+        return {}, []
+    wanted = pa.array(changed)
+    rows_a = {r["id"]: r for r in ta.filter(pc.is_in(ta.column("id"), wanted)).to_pylist()}
+    rows_b = {r["id"]: r for r in tb.filter(pc.is_in(tb.column("id"), wanted)).to_pylist()}
+    counts: dict[str, int] = {}
+    edits = []
+    for rid in changed:
+        for col in columns:
+            before, after = rows_a[rid][col], rows_b[rid][col]
+            if before == after:
+                continue
+            counts[col] = counts.get(col, 0) + 1
+            if len(edits) < examples:
+                if col == "messages" and isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+                    turns = [i for i, (x, y) in enumerate(zip(before, after)) if x != y]
+                    before = [before[i]["content"] for i in turns]
+                    after = [after[i]["content"] for i in turns]
+                    before, after = (before[0], after[0]) if len(turns) == 1 else (before, after)
+                edits.append({"id": rid, "column": col, "before": _cut(before, width), "after": _cut(after, width)})
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])), edits
+
+
+def _cut(value: Any, width: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _row_hashes(table, columns: list[str]) -> dict[str, bytes]:

@@ -10,6 +10,9 @@ Two operations, both cached on disk (``curate.models.cache``):
   window are scored in overlapping windows, never truncated.
 * ``generate(prompts, sampling)``: ``sampling.n`` completions per prompt (a raw string or a
   list of chat messages), greedy when ``temperature == 0``.
+* ``choose(contexts, options)``: the log-probability of each option (e.g. "A", "B", "C") as
+  the continuation of each context: multiple-choice answers read from the distribution,
+  never parsed from free text.
 
 A backend implements ``_logprobs`` / ``_generate`` (uncached, on the requests the cache
 could not answer), ``chat_prompt`` and ``identity``; this class does the caching and the
@@ -122,6 +125,28 @@ class LM(ABC):
             [key_of(p) for p in prompts], list(prompts), lambda chunk: self._generate(chunk, sampling),
             _encode_json, _decode_json, track, description,
         )
+
+    def choose(self, contexts: Sequence[str], options: Sequence[str], track: Track | None = None,
+               description: str = "reading option probabilities") -> list[np.ndarray]:
+        """For each context, the log-probability of each of ``options`` as its continuation
+        (summed over the option's tokens; not normalised over the options). This is how a
+        multiple-choice answer ("(A) Correct (B) Incorrect") is read from a model without
+        parsing the text it would write."""
+        opts = tuple(options)
+        if not opts:
+            raise ValueError("choose needs at least one option")
+        key_of = self._keyer("choose", {"options": list(opts)})
+        return self._cached(
+            [key_of(c) for c in contexts], list(contexts), lambda chunk: self._choose(chunk, opts),
+            _encode_floats, _decode_floats, track, description,
+        )
+
+    def _choose(self, contexts: Sequence[str], options: tuple[str, ...]) -> list[np.ndarray]:
+        """Uncached ``choose``; this default scores every (context, option) pair. Backends
+        that can read all options from one forward pass override it."""
+        k = len(options)
+        lp = self._logprobs([(c, o) for c in contexts for o in options])
+        return [np.array([lp[i * k + j].sum() for j in range(k)], dtype=np.float32) for i in range(len(contexts))]
 
     # -- caching -------------------------------------------------------------------------
     def _keyer(self, kind: str, params: dict | None = None) -> Callable[..., str]:

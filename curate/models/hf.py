@@ -30,7 +30,7 @@ from ..fingerprint import hash_file, hash_parts
 from .base import LM, ModelError, Prompt, Sampling
 from .cache import CallCache, cache_root
 from .config import TransformersSpec
-from .windows import StartToken, scoring_units
+from .windows import StartToken, Unit, scoring_units
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja", ".tiktoken", ".py")
 MAX_DEFAULT_WINDOW = 4096
@@ -84,6 +84,23 @@ class TransformersLM(LM):
             out[pair] = np.concatenate([lp for _, lp in sorted(parts, key=lambda x: x[0])])
         return out
 
+    def _choose(self, contexts: Sequence[str], options: tuple[str, ...]) -> list[np.ndarray]:
+        # One forward pass per context reads every option when each is a single token.
+        import torch
+
+        tok = self.tokenizer
+        option_ids = tok(list(options), add_special_tokens=False).input_ids
+        enc = [self._start.prefix(ids, scoring=True) for ids in tok(list(contexts), add_special_tokens=False).input_ids]
+        if any(len(ids) != 1 for ids in option_ids) or any(not e or len(e) >= self.window for e in enc):
+            return super()._choose(contexts, options)
+        columns = [ids[0] for ids in option_ids]
+        units = [Unit(i, 0, [*e, columns[0]], 1) for i, e in enumerate(enc)]
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(contexts)
+        for batch in self._batches(units):
+            for u, lp in zip(batch, self._forward(batch, torch, columns)):
+                out[u.pair] = lp
+        return out
+
     def _batches(self, units: list) -> list[list]:
         order = sorted(units, key=lambda u: -len(u[2]))
         batches, cur = [], []
@@ -97,7 +114,9 @@ class TransformersLM(LM):
             batches.append(cur)
         return batches
 
-    def _forward(self, batch: list, torch: Any) -> list[np.ndarray]:
+    def _forward(self, batch: list, torch: Any, columns: list[int] | None = None) -> list[np.ndarray]:
+        """Log-probabilities of each unit's scored tokens; with ``columns``, instead, the
+        log-probabilities of those vocabulary entries at the last scored position."""
         width = max(len(u[2]) for u in batch)
         keep = max(u[3] for u in batch) + 1
         ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
@@ -118,6 +137,9 @@ class TransformersLM(LM):
                 # logits at position j predict token j+1: the last m tokens are predicted by
                 # the m positions before the last one.
                 rows = logits[r, keep - m - 1 : keep - 1].float().log_softmax(-1)
+                if columns is not None:
+                    out.append(rows[-1, columns].cpu().numpy().astype(np.float32))
+                    continue
                 labels = ids[r, width - m :].unsqueeze(-1)
                 out.append(rows.gather(-1, labels).squeeze(-1).cpu().numpy().astype(np.float32))
         return out

@@ -14,6 +14,7 @@ from .config import ModelSpec, OpenAISpec, TransformersSpec, VLLMSpec, parse_spe
 
 class ModelPool:
     """``ModelPool({"ref_lm": TransformersSpec(model="path")})``; stages call ``get(name)``.
+    A value may also be an ``LM`` object already built; it is used as it is.
 
     Identities are computed without loading weights (content hashes of local files, the
     snapshot commit of a cached hub id), so a fully cached rerun never imports torch.
@@ -21,10 +22,12 @@ class ModelPool:
 
     def __init__(self, specs: Mapping[str, Any] | None = None, reporter: Any = None, store: Any = None,
                  cache_root: str | None = None, cache: bool = True):
-        self.specs: dict[str, ModelSpec] = {name: parse_spec(s) for name, s in (specs or {}).items()}
+        specs = dict(specs or {})
+        # An already-built model (an ``LM`` object, e.g. from a notebook) is used as it is.
+        self._models: dict[str, LM] = {n: s for n, s in specs.items() if isinstance(s, LM)}
+        self.specs: dict[str, Any] = {n: s if isinstance(s, LM) else parse_spec(s) for n, s in specs.items()}
         self.reporter, self.store, self.cache_root, self.use_cache = reporter, store, cache_root, cache
-        self._models: dict[str, LM] = {}
-        self._identities: dict[str, str] = {}
+        self._identities: dict[str, str] = {n: lm.identity() for n, lm in self._models.items()}
 
     def __contains__(self, name: str) -> bool:
         return name in self.specs
@@ -57,12 +60,15 @@ class ModelPool:
 
     def describe(self, name: str) -> dict[str, Any]:
         """What a manifest records of a model: its spec (never a secret) and identity."""
-        return {"spec": self.spec(name).model_dump(mode="json", exclude_defaults=True), "identity": self.identity(name)}
+        spec = self.spec(name)
+        given = {"backend": spec.backend, "object": type(spec).__name__} if isinstance(spec, LM) else None
+        return {"spec": given or spec.model_dump(mode="json", exclude_defaults=True), "identity": self.identity(name)}
 
     def close(self) -> None:
-        for lm in self._models.values():
-            lm.close()
-        self._models.clear()
+        for name, lm in list(self._models.items()):
+            if not isinstance(self.specs[name], LM):  # a model given as an object belongs to its owner
+                lm.close()
+                del self._models[name]
 
     @staticmethod
     def _backend_class(spec: ModelSpec) -> Any:

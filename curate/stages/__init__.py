@@ -4,19 +4,22 @@ the docs are generated from it and from the config classes."""
 from __future__ import annotations
 
 from ..stage import Stage
+from .confidence import Confidence
 from .decontaminate import Decontaminate
 from .dedup import ExactDedup
 from .heuristics import HeuristicFilter
 from .minhash import MinhashDedup
 from .perplexity import IfdScore, PerplexityFilter
+from .rectify import Rectify
 from .semantic import SemanticDedup
 
 REGISTRY: dict[str, type[Stage]] = {
     cls.name: cls
-    for cls in (Decontaminate, ExactDedup, HeuristicFilter, IfdScore, MinhashDedup, PerplexityFilter, SemanticDedup)
+    for cls in (Confidence, Decontaminate, ExactDedup, HeuristicFilter, IfdScore, MinhashDedup, PerplexityFilter, Rectify,
+                SemanticDedup)
 }
 
 __all__ = [
-    "REGISTRY", "Decontaminate", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "PerplexityFilter",
-    "SemanticDedup",
+    "REGISTRY", "Confidence", "Decontaminate", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "PerplexityFilter",
+    "Rectify", "SemanticDedup",
 ]
