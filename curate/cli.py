@@ -85,7 +85,7 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) 
     p = r.pipeline()
     out.print(f"{recipe}: ok -- dataset '{r.name}', source {getattr(r.source, 'type', r.source)}, {len(p.stages)} stages")
     for name, spec in r.models.items():
-        out.print(f"  model {name}: {spec.model_dump(mode='json', exclude_defaults=True)}")
+        out.print(f"  model {name} ({spec.backend}): {spec.model_dump(mode='json', exclude_defaults=True)}")
     for step, stage in zip(p.steps, p.stages):
         out.print(f"  {step}: {stage!r}")
 

@@ -40,13 +40,23 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
-class StageOutput(NamedTuple):
+class _Output(NamedTuple):
     kept: pa.Table
     rejected: pa.Table
     added: int = 0  # rows a stage created (augmentation); counted so the invariant still holds
-    # What the stage counted beyond kept / rejected (e.g. verify: how many answers are wrong;
-    # rectify: how many responses were corrected). Stored in the manifest, shown in the funnel.
+
+
+class StageOutput(_Output):
+    """``kept, rejected, added = stage(table)``. ``stats`` (not part of the tuple) holds what
+    the stage counted beyond kept / rejected -- verify: how many answers are wrong; rectify:
+    how many responses it corrected -- stored in the manifest and shown in the run's funnel."""
+
     stats: dict[str, int] | None = None
+
+    def with_stats(self, stats: dict[str, int]) -> StageOutput:
+        out = StageOutput(*self)
+        out.stats = {k: int(v) for k, v in stats.items()}
+        return out
 
 
 class Reporter:

@@ -1,13 +1,22 @@
 """The math SFT chain: from a noisy pool of model-written solutions to a clean SFT set.
 
 Exact and near (MinHash) dedup of responses, quality rules tuned for math solutions,
-decontamination against held-out evaluation problems, then perplexity filtering under a
-reference LM (the model the recipe names ``ref_lm``). Gopher's
+decontamination against held-out evaluation problems, perplexity filtering under a
+reference LM (the model the recipe names ``ref_lm``), then CLEAR-style rectification:
+every final answer is checked against the problem's reference (``verify``), and the rows it
+cannot check are scored by the model's confidence, filtered when it is low, and corrected
+when the model is confident in one of its own solutions (``rectify``). Gopher's
 prose thresholds reject 86% of CHAMP (a typical correct solution has an alphabetic-word
 fraction of 0.79, mean word length 3.35 and a duplicate 5-gram fraction of 0.24), so they
 are relaxed; the repetition rules stay, because looping generations are the commonest
 defect in model-written solutions. Later issues append rectification, selection,
 difficulty-aware sampling, augmentation and fine-tuning to this same chain.
+
+The rectify settings here are the CPU demo's (2 samples of 64 tokens, one reflection
+prompt, answer agreement only, filter the lowest 20%, no correction: the tiny reference LM
+writes no real mathematics); recipes/math_sft_gpu.yaml overrides them with BSDetector's
+(5 samples, two reflections, embedding agreement), gamma = 0.5, correction with eta = 0.8,
+and a real instruct model.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.stage import Stage
-from curate.stages import Decontaminate, ExactDedup, HeuristicFilter, MinhashDedup, PerplexityFilter
+from curate.stages import Decontaminate, ExactDedup, HeuristicFilter, MinhashDedup, PerplexityFilter, Rectify, Verify
 
 # Ten CHAMP problems held out as the evaluation set (recipes/data/champ_heldout.jsonl: every
 # 27th problem, with its reference answer). The fingerprint follows the file's content,
@@ -23,9 +32,10 @@ from curate.stages import Decontaminate, ExactDedup, HeuristicFilter, MinhashDed
 HELDOUT = Path(__file__).resolve().parents[1] / "recipes" / "data" / "champ_heldout.jsonl"
 
 
-def math_sft(ref_lm: str = "ref_lm", eval_sets: tuple[str, ...] = (str(HELDOUT),)) -> list[Stage]:
+def math_sft(ref_lm: str = "ref_lm", eval_sets: tuple[str, ...] = (str(HELDOUT),), rectify_lm: str | None = None) -> list[Stage]:
     """The chain; ``ref_lm`` names the run's reference LM, ``eval_sets`` the evaluation
-    questions no training row may overlap."""
+    questions no training row may overlap, ``rectify_lm`` the (instruct) model whose
+    confidence filters and corrects rows (default: ``ref_lm``)."""
     return [
         ExactDedup(field="response"),
         # CHAMP's prompt settings often yield the same solution with small edits; word
@@ -58,4 +68,16 @@ def math_sft(ref_lm: str = "ref_lm", eval_sets: tuple[str, ...] = (str(HELDOUT),
         # The response given its problem under the reference LM; the most perplexing 5% are
         # garbled or off-topic generations the rules above do not see.
         PerplexityFilter(model=ref_lm, max_percentile=95.0),
+        # The solution's final answer (boxed, "the answer is", else its last number) against
+        # the problem's reference answer, exactly or symbolically. A wrong solution is not
+        # worth training on; the GPU recipe keeps them for rectify to correct instead.
+        Verify(kind="math", drop_unverified=True),
+        # Rows verify could not check (about a third: non-numeric references, prose answers)
+        # are scored by the model's confidence and the least confident 20% filtered; rows
+        # verified true cost no model call. A tiny LM's confidence is not calibrated, so the
+        # demo filters a fraction rather than below an absolute gamma, and does not correct:
+        # its samples are not solutions, and on CHAMP two of them (gibberish ending in the
+        # reference number) cleared the correction gates. The GPU recipe corrects.
+        Rectify(model=rectify_lm or ref_lm, k=2, max_tokens=64, reflections=1, similarity="none", filter_fraction=0.2,
+                correct=False),
     ]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,7 +49,19 @@ def test_main_job_runs_caches_and_recomputes_on_force(isolated_store):
     # every step recomputed, but the reference LM is not asked again: its answers are cached on disk
     scored = json.loads(run_cli("datasets", "show", "math_sft/decontaminate", "--json", "--store",
                                 str(isolated_store)).stdout)["counts"]["kept"]
-    assert f"ref_lm: 0 model calls, {scored:,} answered from the cache" in forced.stdout, forced.stdout
+    answered = re.search(r"ref_lm: 0 model calls, ([\d,]+) answered from the cache", forced.stdout)
+    assert answered, forced.stdout
+    # perplexity of every decontaminated row, plus rectify's samples and reflections
+    rect = json.loads(run_cli("datasets", "show", "math_sft/rectify", "--json", "--store", str(isolated_store)).stdout)
+    assert int(answered.group(1).replace(",", "")) >= scored + 2 * rect["stats"]["scored"]
+
+    # verify counts the wrong solutions (and the funnel shows it); rectify reports what it filtered and corrected
+    ver = json.loads(run_cli("datasets", "show", "math_sft/verify", "--json", "--store", str(isolated_store)).stdout)
+    assert ver["stats"]["verified_false"] > 1000 and ver["rejections"]["wrong_answer"] == ver["stats"]["verified_false"]
+    assert f"verified_false {ver['stats']['verified_false']:,}" in first.stdout
+    s = rect["stats"]
+    assert s["kept"] == rect["counts"]["kept"] and s["filtered"] == rect["counts"]["rejected"]
+    assert s["trusted"] + s["scored"] == rect["counts"]["in"] and s["flagged"] == s["corrected"] + s["filtered"]
 
     # every version: counts add up, and every removed id is in its rejected parquet with a reason
     for d in versions_of(isolated_store):

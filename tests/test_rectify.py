@@ -17,11 +17,7 @@ from curate.models.base import LM, Sampling
 from curate.records import MESSAGES_TYPE, response_of
 from curate.sources import SOURCES
 from curate.stage import StageContext
-from curate.stages import Confidence, Rectify
-try:
-    from curate.stages import Verify
-except ImportError:
-    Verify = None
+from curate.stages import Confidence, Rectify, Verify
 from curate.stages.confidence import OPTIONS, REFLECTION_PREFIX, reflection_certainty, weighted_mean
 from curate.versions import diff
 
@@ -230,10 +226,11 @@ def test_a_confident_correction_that_passes_verify_replaces_the_response(tmp_pat
 def test_corrections_are_versioned_and_diff_shows_each_edit(tmp_path):
     table, lm = pool_table()
     path = tmp_path / "pool.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    path.write_text("".join(json.dumps({"id": r["id"], "prompt": r["messages"][0]["content"], "response": response_of(r["messages"]),
+                                        "answer": r["answer"]}) + "\n" for r in table.to_pylist()))
     store = tmp_path / "store"
     chain = [Verify(), Rectify(model="m", k=3, threshold=0.5, min_confidence=0.8)]
-    result = Pipeline(chain, source=SOURCES["jsonl"](path=str(path)), name="adds", models={"m": lm}).run(store=store)
+    result = Pipeline(chain, source=SOURCES["jsonl"](path=str(path), fields={"id": "id", "answer": "answer"}), name="adds", models={"m": lm}).run(store=store)
     step = {s.step: s for s in result.steps}["rectify"]
     assert step.stats == {"scored": 3, "trusted": 3, "flagged": 3, "corrected": 3, "filtered": 0, "kept": 6}
     d = diff("adds/verify", "adds/rectify", store=store)

@@ -64,6 +64,9 @@ class TransformersSpec(ModelSpec):
     """``auto``: bfloat16 on a GPU that supports it, float32 on CPU."""
     batch_size: int = Field(16, ge=1)
     """Sequences per forward pass (sorted by length, so batches pad little)."""
+    generate_batch_size: int = Field(64, ge=1)
+    """Sequences sampled together (prompts x n): decoding a token costs about the same for 8
+    sequences as for 64, so generation wants larger batches than scoring."""
     max_batch_tokens: int = Field(32768, ge=1)
     """At most this many (padded) tokens per forward pass: long sequences go in smaller batches."""
     max_length: int | None = Field(None, ge=16)

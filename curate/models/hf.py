@@ -156,7 +156,7 @@ class TransformersLM(LM):
         order = sorted(range(len(texts)), key=lambda i: -len(enc[i]))
         out: list[list[str]] = [[] for _ in texts]
         eos = _eos_ids(self.model, tok)
-        bs = max(1, self.spec.batch_size // sampling.n)
+        bs = max(1, self.spec.generate_batch_size // sampling.n)
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
             width = max(len(enc[i]) for i in idx)

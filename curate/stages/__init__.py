@@ -12,14 +12,15 @@ from .minhash import MinhashDedup
 from .perplexity import IfdScore, PerplexityFilter
 from .rectify import Rectify
 from .semantic import SemanticDedup
+from .verify import Verify
 
 REGISTRY: dict[str, type[Stage]] = {
     cls.name: cls
     for cls in (Confidence, Decontaminate, ExactDedup, HeuristicFilter, IfdScore, MinhashDedup, PerplexityFilter, Rectify,
-                SemanticDedup)
+                SemanticDedup, Verify)
 }
 
 __all__ = [
     "REGISTRY", "Confidence", "Decontaminate", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "PerplexityFilter",
-    "Rectify", "SemanticDedup",
+    "Rectify", "SemanticDedup", "Verify",
 ]

@@ -143,7 +143,7 @@ class Rectify(Stage):
         result = split(out, keep.tolist(), reason, detail)
         stats = {"scored": len(todo), "trusted": int(trusted.sum()), "flagged": int(flagged.sum()),
                  "corrected": len(replacement), "filtered": int((~keep).sum()), "kept": int(keep.sum())}
-        return result._replace(stats=stats)
+        return result.with_stats(stats)
 
     def _flag(self, conf: np.ndarray, todo: np.ndarray) -> np.ndarray:
         """Rows to filter or correct by confidence: below gamma, or the lowest fraction

@@ -1,0 +1,568 @@
+"""Final answers of model-written solutions: where the answer is, and whether two agree.
+
+Extraction (``extract_answer``): the first rule that finds something wins.
+
+1. ``boxed`` -- the content of the last ``\\boxed{...}`` or ``\\fbox{...}``, braces matched
+   (``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``); an unclosed box (a cut-off response) is
+   skipped. The convention of MATH (Hendrycks et al. 2021) and Minerva (Lewkowycz et al.
+   2022, "Solving Quantitative Reasoning Problems with Language Models").
+2. ``answer_marker`` -- the last "final answer is", "answer is", "answer:", "# Answer" or
+   "#### " (GSM8K, Cobbe et al. 2021), up to the end of its sentence or line. For math and
+   number, the expression that clause starts with (see *leading expression*); a clause that
+   starts with a word ("the answer is not obvious") gives nothing and the next rule runs.
+3. ``conclusion`` (math, number) -- in the final sentence (the last sentence of the last
+   non-empty line), the leading expression after the last "is", "are", "was", "were", "be"
+   or "equals" that is followed by one; "equal to", "exactly", "only", "approximately",
+   "therefore" and a few such words may come between. Solutions that end with a summary
+   ("The number of such strings is 239.", "There are 29 valid strings of length 6 ...")
+   state their answer this way; the last number of such a sentence is often a condition
+   of the problem ("... differing by at most 1").
+4. ``last_number`` (math, number) -- the last number of the response.
+
+For ``text``, rules 3 and 4 are one: ``whole``, the final sentence, stripped.
+
+A *number* is an integer, a decimal, an integer with thousands separators ("1,000"), a
+fraction "a/b" or ``\\frac{a}{b}``, with an optional minus sign and an optional "%"; it
+is not part of a word ("x2", "3x"), an exponent, a subscript or a longer fraction
+("1/2^n"). A *leading expression* is a ``$...$`` / ``\\(...\\)`` span the text starts
+with, else the longest start made of numbers, letters that are not a word, LaTeX commands
+with their braces, function names (sqrt, floor...) and operators, ending before the first
+word; "and" between two values is a comma ("a = 3 and b = -4" is "a = 3, b = -4").
+
+Equivalence (``check_answer``, ``same_answer``) gives True, False, or None (unknown): None
+when a side is missing, empty, or cannot be read as something comparable -- never False
+because parsing failed.
+
+* ``number``: both sides are read as exact rationals (``fractions.Fraction``) and compared
+  exactly; when a side is written as a decimal, a relative difference up to 1e-6 is equal.
+  "x%" is x/100, and when only one side has "%" its bare number also counts ("50%" equals
+  "0.5" and "50"). "a = 5", "f(6) = 29" and "3 + 4 = 7" read as the value after the last
+  "=", and one trailing word is a unit ("98 values" is 98).
+* ``math``: two numbers compare as above; otherwise each side is read as a SymPy value --
+  plain text ("n(n+1)/2", "max(0, n-1)") by SymPy's ``parse_expr``, LaTeX, lists and
+  equations by math-verify (Hugging Face) -- and math-verify's ``verify`` decides, the
+  reference as gold. Two exact expressions that differ at a test point are unequal without
+  it (its ``simplify`` is the slow part). A side with words in it (4+ letters other than a
+  function name, or a short English word: "is", "or", "the", "and", ...) is not an
+  expression: unknown; other runs of up to 3 letters are products ("3abc"). A reading
+  that lost a variable (math-verify reads "2^floor(n/2)" as 2) is no reading. ``C(n, k)``
+  is a binomial coefficient; "x = y = 0" is "x = 0, y = 0". An error or a timeout inside
+  math-verify is unknown.
+* ``text``: NFKC, casefold, collapsed spaces, punctuation stripped at both ends, a leading
+  "the", "a" or "an" dropped; then equal or not.
+
+References (``check_answer``'s ``reference``, math and number) are often free text around
+the value, as in CHAMP. A small set of rules finds it; True when any alternative matches:
+
+* ", or equivalently X" and ", or an equivalent form such as X" give X as an alternative;
+  ", or approximately X" gives X, matched to its written precision ("35.7%" matches
+  anything within 0.05%);
+* a trailing prose parenthetical is dropped: "0 (i.e., no such values)" is 0;
+* "X is the only possible value" is X;
+* a sentence that starts with "The" and has "is [equal to] X" is X ("The limit exists and
+  is equal to 2/3").
+
+math-verify times its work out with ``signal.alarm``, which Python allows only in the main
+thread: in the main thread of any process (our worker processes included) each parse and
+comparison gets ``TIMEOUT_S``; in another thread it runs without a timeout (math-verify
+raises otherwise), and a power or factorial of a huge number is refused beforehand
+(unknown) so that no comparison can run for ever.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any, Literal
+
+from ..errors import StageError
+
+AnswerKind = Literal["math", "number", "text"]
+TIMEOUT_S = 5
+MATH_VERIFY_MISSING = "verify with kind: math needs math-verify: pip install math-verify"
+
+
+@dataclass(frozen=True)
+class Extracted:
+    text: str  # the extracted final answer, as written (e.g. "\\frac{1}{2}", "29", "Yes")
+    rule: str  # which rule found it: "boxed", "answer_marker", "conclusion", "last_number", "whole"
+
+
+# -- extraction -------------------------------------------------------------------------
+
+_INT = r"(?:\d{1,3}(?:(?:,|\{,\})\d{3})+(?!\d)|\d+)"
+_DEC = rf"{_INT}(?:\.\d+)?"
+_TEX_FRAC = rf"\\[dt]?frac\s*\{{\s*-?{_DEC}\s*\}}\s*\{{\s*{_DEC}\s*\}}"
+NUMBER = re.compile(
+    rf"(?<![\w.^/\\)\]}}])(?<!\^\{{)(?<!_\{{)(?<!sqrt\{{)"  # not in a word, exponent, subscript, root
+    rf"-?(?:{_TEX_FRAC}|{_DEC}(?:/{_DEC})?)(?:\s*\\?%)?"
+    rf"(?!\s*\^|[\w/]|\.\d)"  # not the base of a power, not "3x", not the start of "1/(n+1)"
+)
+BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+MARKER = re.compile(r"(?:final answer is|answer is|\banswer\s*:|#\s*answer\b|####)", re.IGNORECASE)
+FILLERS = (
+    "equal to", "exactly", "only", "just", "approximately", "about", "precisely", "then", "thus", "therefore", "also",
+    "simply", "always", "given by", "the expression", "the formula", "the binomial coefficient", "the number", "the value",
+)
+COPULA = re.compile(
+    r"\b(?:is|are|was|were|be|equals)\b(?:\s+(?:" + "|".join(f.replace(" ", r"\s+") for f in FILLERS) + r")\b)*:?",
+    re.IGNORECASE,
+)
+SENTENCE_END = re.compile(r"(?<=[^.][.!?])\s+(?=[A-Z])")  # not after an ellipsis
+MATH_SPAN = re.compile(r"\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+PLAIN_FUNCTIONS = frozenset({
+    "sqrt", "cbrt", "floor", "ceil", "log", "ln", "exp", "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos",
+    "arctan", "mod", "gcd", "lcm", "max", "min", "pi", "binom",
+})
+# Short English words: a run of 1-3 letters is a product of variables ("3abc") unless it is one of these.
+SHORT_WORDS = frozenset({
+    "is", "or", "of", "to", "in", "at", "be", "an", "as", "if", "it", "by", "on", "no", "so", "we", "do", "he", "me",
+    "my", "up", "us", "am", "go", "the", "and", "for", "all", "are", "not", "any", "has", "can", "yes", "its", "was",
+    "but", "may", "one", "two", "six", "ten", "see", "set", "get", "use", "way", "per", "how", "why", "who", "off",
+    "out", "our", "you", "she", "him", "her", "his", "had", "did", "let", "put", "say", "now", "new", "few", "own",
+    "too", "via", "odd", "sum",
+})
+_SHORT = "|".join(sorted(SHORT_WORDS, key=len, reverse=True))
+_TOKEN = re.compile(
+    r"\s*(?:\d+|\\[A-Za-z]+|\\[{}%,;!]|mod\b|(?:"
+    + "|".join(sorted(PLAIN_FUNCTIONS, key=len, reverse=True))
+    + r")(?=\s*[({])"
+    + r"|and(?=\s+(?:\d|\\|\(|[A-Za-z](?![A-Za-z])))"  # "a = 3 and b = -4" is a list
+    + rf"|(?![aAI]\s+[A-Za-z]{{2}})(?!(?i:{_SHORT})(?![A-Za-z]))[A-Za-z]{{1,3}}(?![A-Za-z])"
+    + r"|[-+*/^_=!<>≤≥±×÷·()\[\]|,.'%])"
+)
+
+
+def extract_answer(response: str, kind: AnswerKind = "math") -> Extracted | None:
+    """The final answer of ``response`` by the module's rules; None when there is none."""
+    text = _plain(response or "")
+    if not text.strip():
+        return None
+    if (box := last_boxed(text)) is not None:
+        return Extracted(box, "boxed")
+    if (clause := marker_clause(text)) is not None:
+        found = clause.strip() if kind == "text" else leading_expression(clause)
+        if found:
+            return Extracted(found, "answer_marker")
+    sentence = final_sentence(text)
+    if kind == "text":
+        return Extracted(sentence, "whole") if sentence else None
+    for m in reversed(list(COPULA.finditer(sentence))):
+        if found := leading_expression(sentence[m.end():]):
+            return Extracted(found, "conclusion")
+    numbers = NUMBER.findall(text)
+    return Extracted(numbers[-1].strip(), "last_number") if numbers else None
+
+
+_UNICODE = str.maketrans({"\u2212": "-", "\u00a0": " ", "\u2009": " ", "²": "^2", "³": "^3", "π": "pi", "·": "*"})
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"√\s*(\d+|[A-Za-z](?![A-Za-z]))", r"sqrt(\1)", text.translate(_UNICODE)).replace("√", "sqrt")
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last closed, non-empty ``\\boxed{...}`` / ``\\fbox{...}``."""
+    for m in reversed(list(BOX.finditer(text))):
+        end = _closing(text, m.end() - 1)
+        if end is not None and text[m.end():end].strip():
+            return text[m.end():end].strip()
+    return None
+
+
+def _closing(text: str, start: int) -> int | None:
+    """The index of the bracket closing the one at ``start``; None when it is not closed."""
+    opening = text[start]
+    closing = ")]}"["([{".index(opening)]
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] in (opening, closing) and (i == start or text[i - 1] != "\\"):
+            depth += 1 if text[i] == opening else -1
+            if depth == 0:
+                return i
+    return None
+
+
+def marker_clause(text: str) -> str | None:
+    """The rest of the sentence (or line) after the last answer marker."""
+    markers = list(MARKER.finditer(text))
+    if not markers:
+        return None
+    rest = text[markers[-1].end():].lstrip(" \t:*\n")
+    line = rest.split("\n", 1)[0]
+    return SENTENCE_END.split(line, 1)[0]
+
+
+def final_sentence(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return SENTENCE_END.split(lines[-1])[-1].strip()
+
+
+def leading_expression(text: str) -> str:
+    """The math a text starts with: a ``$...$`` span, or numbers, letters and operators up
+    to the first word; "" when it starts with a word."""
+    text = text.lstrip(" \t:*")
+    if m := MATH_SPAN.match(text):
+        return next(g for g in m.groups() if g is not None).strip()
+    pos = 0
+    while m := _TOKEN.match(text, pos):
+        pos = m.end()
+        while pos < len(text) and text[pos] == "{":  # a command's (or a group's) braces, whole
+            end = _closing(text, pos)
+            if end is None:
+                break
+            pos = end + 1
+    expr = re.sub(r",?\s+and\s+", ", ", text[:pos].strip().rstrip(" .,;:([{*+-/=^_").strip())
+    return expr if re.search(r"[\w\\]", expr) and _balanced(expr) else ""
+
+
+def _balanced(s: str) -> bool:
+    return all(s.count(a) == s.count(b) for a, b in ("()", "[]", "{}"))
+
+
+# -- comparison -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Number:
+    value: Fraction
+    decimal: bool  # written with a decimal point: compared with a tolerance
+    percent: bool  # written with "%": value is x/100, bare is x
+    bare: Fraction
+
+
+_NUMBER_FULL = re.compile(
+    rf"(?P<sign>-)?\s*(?:\\frac\{{\s*(?P<fn>-?{_DEC})\s*\}}\{{\s*(?P<fd>{_DEC})\s*\}}|(?P<n>{_DEC})(?:\s*/\s*(?P<d>{_DEC}))?)"
+    r"\s*(?P<pct>%)?(?:\s+[A-Za-z]{2,})?"
+)
+_UNWRAP = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_DELIMITERS = re.compile(r"\\?\$|\\[()\[\]]|\\left\b|\\right\b|\\[!,;: ]|\\displaystyle\b")
+_LIST = re.compile(r",(?!\d{3}(?!\d))")  # a comma that is not a thousands separator
+_BINOM = re.compile(r"\bC\(\s*([^(),]+?)\s*,\s*([^(),]+?)\s*\)")
+
+
+def clean(s: str) -> str:
+    """LaTeX delimiters, spacing and text wrappers removed; what a value is read from."""
+    s = _DELIMITERS.sub(" ", _plain(s))
+    s = _UNWRAP.sub(r"\1", s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
+    s = s.replace("\\%", "%").strip("*").replace("**", "^")  # markdown bold; Python's power
+    return re.sub(r"\s+", " ", s).strip().rstrip(".,;: ").strip()
+
+
+def parse_number(s: str) -> Number | None:
+    s = clean(s)
+    head, eq, tail = s.rpartition("=")
+    if eq and head and head[-1] not in "<>!" and not _LIST.search(s):  # "f(6) = 29", not "x = 6, y = 5"
+        s = tail.strip()
+    m = _NUMBER_FULL.fullmatch(s)
+    if not m:
+        return None
+    num, den = (m["fn"], m["fd"]) if m["fn"] is not None else (m["n"], m["d"] or "1")
+    num, den = num.replace(",", ""), den.replace(",", "")
+    # Through Decimal: int("...") refuses more than 4,300 digits, and answers can have more.
+    num, den = Fraction(Decimal(num)), Fraction(Decimal(den))
+    if den == 0:
+        return None
+    bare = num / den * (-1 if m["sign"] else 1)
+    pct = m["pct"] is not None
+    return Number(bare / 100 if pct else bare, "." in m[0], pct, bare)
+
+
+def numbers_equal(p: Number, r: Number, tolerance: Fraction | None = None) -> bool:
+    pairs = [(p.value, r.value)]
+    if p.percent != r.percent:  # "50%" vs "50": the reference may have dropped the sign
+        pairs.append((p.bare, r.bare))
+    for a, b in pairs:
+        if a == b:
+            return True
+        if tolerance is not None and abs(a - b) <= tolerance:
+            return True
+        if (p.decimal or r.decimal) and abs(a - b) <= Fraction(1, 10**6) * max(abs(a), abs(b)):
+            return True
+    return False
+
+
+def precision(written: str, n: Number) -> Fraction:
+    """Half a unit of the last written digit of an approximate value ("35.7%": 0.0005)."""
+    digits = re.search(r"\.(\d+)", written)
+    half = Fraction(1, 2 * 10 ** (len(digits[1]) if digits else 0))
+    return half / 100 if n.percent else half
+
+
+_SPLIT = re.compile(r",?\s+or\s+(equivalently|approximately|an equivalent form such as)\s+", re.IGNORECASE)
+_PROSE_PAREN = re.compile(r"\s+\((?:i\.e\.|e\.g\.|that is|[A-Za-z]{2,}\s)")
+_ONLY_VALUE = re.compile(r"(.+?)\s+(?:is|are) the only possible values?", re.IGNORECASE)
+_THE_IS = re.compile(r"the\b.*\b(?:is|are)\s+(?:equal\s+to\s+)?(.+)", re.IGNORECASE)
+
+
+def reference_alternatives(reference: str) -> list[tuple[str, bool]]:
+    """(value, approximate) for each way the reference states its answer."""
+    parts = _SPLIT.split(reference.strip())
+    out = [(parts[0], False)] + [(parts[i + 1], parts[i].lower() == "approximately") for i in range(1, len(parts), 2)]
+    alternatives = []
+    for text, approx in out:
+        text = text.strip().rstrip(".").strip()
+        if (m := _PROSE_PAREN.search(text)) and m.start() > 0:
+            text = text[: m.start()].strip()
+        if (m := _ONLY_VALUE.fullmatch(text)) or (m := _THE_IS.fullmatch(text)):
+            text = m[1]
+        alternatives.append((text.strip(), approx))
+    return alternatives
+
+
+def check_answer(predicted: str | None, reference: str | None, kind: AnswerKind = "math") -> bool | None:
+    """True/False when both can be parsed and compared; None (unknown) when the reference is missing/
+    empty or either side cannot be parsed into something comparable. Never False just because parsing failed."""
+    if not predicted or not predicted.strip() or not reference or not reference.strip():
+        return None
+    if kind == "text":
+        return compare(predicted, reference, kind)
+    verdicts = []
+    for text, approx in reference_alternatives(reference):
+        tolerance = None
+        if approx and (r := parse_number(text)) is not None:
+            tolerance = precision(text, r)
+        verdicts.append(compare(predicted, text, kind, tolerance))
+    return True if True in verdicts else False if False in verdicts else None
+
+
+def same_answer(a: Extracted | None, b: Extracted | None, kind: AnswerKind = "math") -> bool | None:
+    """Whether two model answers agree (used for self-consistency between a response and sampled responses);
+    None when either is missing/unparseable."""
+    if a is None or b is None:
+        return None
+    return compare(b.text, a.text, kind)
+
+
+def compare(predicted: str, reference: str, kind: AnswerKind, tolerance: Fraction | None = None) -> bool | None:
+    """One predicted value against one reference value (no reference rules)."""
+    if kind == "text":
+        p, r = normalize_text(predicted), normalize_text(reference)
+        return p == r if p and r else None
+    p, r = parse_number(predicted), parse_number(reference)
+    if p is not None and r is not None:
+        return numbers_equal(p, r, tolerance)
+    if kind == "number":
+        return None
+    return symbolic_equal(predicted, reference)
+
+
+def normalize_text(s: str) -> str:
+    s = unicodedata.normalize("NFKC", clean(s)).casefold()
+    s = re.sub(r"\s+", " ", s)
+    s = re.sub(r"^[\W_]+|[\W_]+$", "", s)
+    return re.sub(r"^(?:the|a|an)\s+", "", s).strip()
+
+
+# -- symbolic comparison (math-verify) --------------------------------------------------
+
+_WORD = re.compile(r"(\\?)([A-Za-z]+)(\(?)")
+
+
+def too_big(s: str) -> bool:
+    """A power whose exponent holds a power, a factorial or a 6-digit number, or a factorial
+    of such: SymPy would compute it for minutes, so it is not compared."""
+    for m in re.finditer(r"[\^!]", s):
+        if m[0] == "^":
+            start = m.end() + (len(s[m.end():]) - len(s[m.end():].lstrip()))
+            end = _closing(s, start) if s[start:start + 1] in ("{", "(") else None
+            arg = s[start:end] if end is not None else re.match(r"-?\w*", s[start:])[0]
+        else:
+            before = s[:m.start()].rstrip()
+            opening = {")": "(", "}": "{"}.get(before[-1:])
+            arg = before[before.rfind(opening):] if opening else re.search(r"\w*$", before)[0]
+        if re.search(r"[\^!]|\d{6}", arg):
+            return True
+    return False
+
+
+def require_math_verify() -> Any:
+    try:
+        import math_verify
+    except ImportError:
+        raise StageError(MATH_VERIFY_MISSING) from None
+    return math_verify
+
+
+def expression_letters(s: str) -> set[str] | None:
+    """The variables ``s`` must keep when read (single letters, "ab" being a times b, not in a
+    subscript nor a function's name as in "f(x)"); None when ``s`` holds words."""
+    letters = set()
+    for m in _WORD.finditer(s):
+        slash, word, call = m.groups()
+        if slash or word in PLAIN_FUNCTIONS:
+            continue
+        if len(word) > 3 or word.lower() in SHORT_WORDS:
+            return None
+        if not (call and len(word) == 1) and not re.search(r"_\{?$", s[: m.start()]):
+            letters.update(word)
+    return letters
+
+
+@lru_cache(maxsize=8192)
+def parse_math(s: str) -> Any:
+    """``s`` as a SymPy object, or None when it is not an expression or cannot be read.
+
+    Plain text ("n(n+1)/2", "2^floor(n/2)*floor(n/2)!", "max(0, n-1)") and the LaTeX that
+    ``latex_to_plain`` rewrites go through SymPy's ``parse_expr``, which reads function calls
+    (math-verify reads "max(a, b)" as m*a*x and "2^floor(n/2)" as 2) at a twentieth of the
+    cost; other LaTeX, lists, equations and whatever ``parse_expr`` cannot read go through
+    math-verify. A reading that lost a variable of the
+    text is a partial one: not an expression."""
+    s = clean(s)
+    parts = [p.strip() for p in s.split("=")]
+    if len(parts) > 2 and "," not in s and all(re.fullmatch(r"[A-Za-z]", p) for p in parts[:-1]):
+        s = ", ".join(f"{v} = {parts[-1]}" for v in parts[:-1])  # "x = y = 0" is x = 0 and y = 0
+    letters = expression_letters(s)
+    if not s or letters is None or too_big(s):
+        return None
+    mv = require_math_verify()  # and SymPy, which it depends on
+    letters = {x.lower() for x in letters} - {"e", "i"}  # e and i may be constants
+    plain = latex_to_plain(s) if "\\" in s else s
+    if plain is not None and (value := _sympy_expr(plain)) is not None and letters <= _names(value):
+        return value
+    from math_verify.errors import TimeoutException
+    from sympy import Basic, MatrixBase
+
+    try:
+        latex = "$" + _BINOM.sub(r"\\binom{\1}{\2}", s) + "$"
+        parsed = mv.parse(latex, fallback_mode="no_fallback", parsing_timeout=_timeout(), raise_on_error=True)
+    except (Exception, TimeoutException):  # noqa: BLE001 -- any failure to read is "not an expression"
+        return None
+    value = next((v for v in parsed if isinstance(v, (Basic, MatrixBase))), None)
+    return value if value is not None and letters <= _names(value) else None
+
+
+def _names(value: Any) -> set[str]:
+    """The letters of a SymPy value's symbols ("x_2" has x)."""
+    return set("".join(str(x) for x in getattr(value, "free_symbols", ())).lower())
+
+
+_TEX_TEMPLATES = {"frac": "(({})/({}))", "binom": "C({}, {})", "sqrt": "sqrt({})"}
+_TEX_SYMBOLS = {"cdot": "*", "times": "*", "div": "/", "pi": "pi"}
+
+
+def latex_to_plain(s: str) -> str | None:
+    """Simple LaTeX -- fractions, square roots, binomials, braces, \\cdot, \\pi -- as plain
+    text for ``parse_expr`` ("\\frac{n(n+1)}{2}" is "((n(n+1))/(2))"); None for any other
+    command (math-verify reads those)."""
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\":
+            m = re.match(r"\\([A-Za-z]+)\s*", s[i:])
+            if m is None:
+                return None
+            name, i = m[1], i + m.end()
+            if name in _TEX_SYMBOLS:
+                out.append(f" {_TEX_SYMBOLS[name]} ")
+                continue
+            if name not in _TEX_TEMPLATES:
+                return None
+            args = []
+            for _ in range(1 if name == "sqrt" else 2):
+                end = _closing(s, i) if s[i:i + 1] == "{" else None
+                inner = latex_to_plain(s[i + 1:end]) if end is not None else None
+                if inner is None:  # "\\frac12", "\\sqrt[3]{x}": left to math-verify
+                    return None
+                args.append(inner)
+                i = end + 1
+                while s[i:i + 1] == " ":
+                    i += 1
+            out.append(_TEX_TEMPLATES[name].format(*args))
+        else:
+            out.append({"{": "(", "}": ")"}.get(s[i], s[i]))
+            i += 1
+    return "".join(out)
+
+
+_SAFE_PLAIN = re.compile(r"[0-9A-Za-z+\-*/^()!., ]+")
+
+
+def _sympy_expr(s: str) -> Any:
+    """A plain-text expression through SymPy's ``parse_expr`` (it evaluates Python, so only
+    digits, operators and the letter runs ``expression_letters`` let through reach it), its
+    symbols made math-verify's (lower case, real) so that the two compare. None for what
+    is not a single expression (a list, an equation), left to math-verify."""
+    if not _SAFE_PLAIN.fullmatch(s) or re.search(r"\.(?!\d)|\*\*", s):
+        return None
+    from sympy import E, Expr, Symbol, binomial, ceiling, floor
+    from sympy.parsing.sympy_parser import convert_xor, implicit_multiplication_application, parse_expr, standard_transformations
+
+    try:
+        value = parse_expr(s, local_dict={"C": binomial, "ceil": ceiling, "floor": floor, "e": E},
+                           transformations=(*standard_transformations, implicit_multiplication_application, convert_xor))
+    except Exception:  # noqa: BLE001 -- parse_expr raises many kinds; all mean "not an expression"
+        return None
+    if not isinstance(value, Expr):
+        return None
+    return value.subs({x: Symbol(x.name.lower(), real=True) for x in value.free_symbols})
+
+
+@lru_cache(maxsize=65536)
+def symbolic_equal(predicted: str, reference: str) -> bool | None:
+    r = parse_math(reference)
+    p = parse_math(predicted) if r is not None else None
+    if r is None or p is None:
+        return None
+    if differ_numerically(r, p):
+        return False
+    mv = require_math_verify()
+    from math_verify.errors import TimeoutException
+
+    try:
+        return bool(mv.verify(r, p, timeout_seconds=_timeout(), raise_on_error=True))
+    except (Exception, TimeoutException):  # noqa: BLE001 -- any failure to read or compare is "unknown"
+        return None
+
+
+def differ_numerically(a: Any, b: Any) -> bool:
+    """Whether two exact, elementary expressions take clearly different values at a point (each
+    symbol set to the same positive non-integer on both sides). Such expressions cannot be
+    equal, so math-verify's ``simplify(a - b)``, the slow part of a comparison, is skipped;
+    anything else (equal values, floats, equations, sets, a value that does not evaluate) is
+    left to math-verify."""
+    from sympy import Expr, Float, preorder_traversal
+
+    if not all(isinstance(x, Expr) and all(_evaluable(n) for n in preorder_traversal(x)) for x in (a, b)):
+        return False
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    for base in ("1.3719", "2.2360"):  # a second point when the first does not evaluate (0/0, a pole)
+        point = {x: Float(base, 30) + Float(k, 30) / 7 for k, x in enumerate(symbols)}
+        try:  # SymPy floats: 4^1959 is beyond a Python float
+            va, vb = a.evalf(30, subs=point), b.evalf(30, subs=point)
+            gap, scale = abs(va - vb).evalf(30), (1 + abs(va) + abs(vb)).evalf(30)
+            if gap.is_comparable and scale.is_comparable:
+                return bool(gap > scale * Float("1e-9"))
+        except (TypeError, ValueError, ArithmeticError, RecursionError):
+            continue
+    return False
+
+
+@lru_cache(maxsize=1)
+def _elementary() -> tuple[type, ...]:
+    """What ``differ_numerically`` evaluates: arithmetic and the functions of school math,
+    exactly written (no floats; a sum or a limit can take SymPy minutes to evaluate)."""
+    import sympy as sp
+
+    return (sp.Add, sp.Mul, sp.Pow, sp.Symbol, sp.Rational, sp.NumberSymbol, sp.factorial, sp.factorial2, sp.binomial,
+            sp.floor, sp.ceiling, sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.Abs, sp.Max, sp.Min, sp.gamma)
+
+
+def _evaluable(node: Any) -> bool:
+    """An elementary node, and no number of over 30,000 digits (slow to turn into a float)."""
+    from sympy import Rational
+
+    if isinstance(node, Rational):
+        return max(abs(node.p), node.q).bit_length() <= 100_000
+    return isinstance(node, _elementary())
+
+
+def _timeout() -> int | None:
+    """math-verify's timeouts use signal.alarm: only the main thread may set one."""
+    return TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
