@@ -138,8 +138,7 @@ def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Pa
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w") as f:
             for batch in table.to_batches(max_chunksize=10_000):
-                for row in batch.to_pylist():
-                    f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                f.writelines(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in batch.to_pylist())
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 

@@ -24,7 +24,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.stage import Stage
-from curate.stages import Decontaminate, ExactDedup, HeuristicFilter, MinhashDedup, PerplexityFilter, Rectify, Verify
+from curate.stages import (
+    Decontaminate,
+    ExactDedup,
+    HeuristicFilter,
+    MinhashDedup,
+    PerplexityFilter,
+    Rectify,
+    Verify,
+)
 
 # Ten CHAMP problems held out as the evaluation set (recipes/data/champ_heldout.jsonl: every
 # 27th problem, with its reference answer). The fingerprint follows the file's content,

@@ -18,7 +18,12 @@ from curate.records import MESSAGES_TYPE, response_of
 from curate.sources import SOURCES
 from curate.stage import StageContext
 from curate.stages import Confidence, Rectify, Verify
-from curate.stages.confidence import OPTIONS, REFLECTION_PREFIX, reflection_certainty, weighted_mean
+from curate.stages.confidence import (
+    OPTIONS,
+    REFLECTION_PREFIX,
+    reflection_certainty,
+    weighted_mean,
+)
 from curate.versions import diff
 
 
@@ -57,8 +62,8 @@ class ScriptedLM(LM):
         out = []
         for ctx in contexts:
             assert ctx.endswith(REFLECTION_PREFIX)
-            q = re.search(r"Question: (.*?)\n\n", ctx, re.S).group(1)
-            y = re.search(r"(?:Proposed answer|Response): (.*?)\n\n", ctx, re.S).group(1)
+            q = re.search(r"Question: (.*?)\n\n", ctx, re.DOTALL).group(1)
+            y = re.search(r"(?:Proposed answer|Response): (.*?)\n\n", ctx, re.DOTALL).group(1)
             self.asked.append(q)
             letter = self.verdict(q, y)
             out.append(np.array([0.0 if o == letter else -30.0 for o in options], dtype=np.float32))
@@ -237,11 +242,11 @@ def test_corrections_are_versioned_and_diff_shows_each_edit(tmp_path):
     assert d["changed"] == 3 and d["changed_columns"]["messages"] == 3
     edits = [e for e in d["edits"] if e["column"] == "messages"]
     assert {e["id"] for e in edits} == {"r1", "r3", "r5"}
-    assert all(e["before"].startswith("Adding them gives") and e["after"] in sum(lm.answers.values(), []) for e in edits)
+    assert all(e["before"].startswith("Adding them gives") and e["after"] in [y for ys in lm.answers.values() for y in ys] for e in edits)
 
 
 def test_a_confident_candidate_with_the_wrong_answer_is_never_accepted():
-    table, lm = pool_table()
+    table, _ = pool_table()
     wrong = {q: [f"It is {int(re.findall(r'[0-9]+', q)[0]) * 100}."] for q in QUESTIONS}
     out = run(Rectify(model="m", k=2, threshold=0.5, min_confidence=0.0, margin=0.0),
               table, ScriptedLM(wrong, verdict=lambda q, y: "A"))

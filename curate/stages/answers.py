@@ -492,7 +492,12 @@ def _sympy_expr(s: str) -> Any:
     if not _SAFE_PLAIN.fullmatch(s) or re.search(r"\.(?!\d)|\*\*", s):
         return None
     from sympy import E, Expr, Symbol, binomial, ceiling, floor
-    from sympy.parsing.sympy_parser import convert_xor, implicit_multiplication_application, parse_expr, standard_transformations
+    from sympy.parsing.sympy_parser import (
+        convert_xor,
+        implicit_multiplication_application,
+        parse_expr,
+        standard_transformations,
+    )
 
     try:
         value = parse_expr(s, local_dict={"C": binomial, "ceil": ceiling, "floor": floor, "e": E},

@@ -55,12 +55,12 @@ from .answers import AnswerKind, Extracted, extract_answer, same_answer
 
 # BSDetector's reflection prompt, and a second wording of it (the paper asks two and averages).
 REFLECTION_PROMPTS = (
-    "Question: {question}\n\nProposed answer: {answer}\n\n"
-    "Is the proposed answer:\n(A) Correct\n(B) Incorrect\n(C) I am not sure\n"
-    "Reply with the letter of one option.",
-    "Here is a question and a response someone wrote.\n\nQuestion: {question}\n\nResponse: {answer}\n\n"
-    "Grade the response:\n(A) The response is correct\n(B) The response is incorrect\n(C) I cannot tell\n"
-    "Reply with the letter of one option.",
+    ("Question: {question}\n\nProposed answer: {answer}\n\n"
+     "Is the proposed answer:\n(A) Correct\n(B) Incorrect\n(C) I am not sure\n"
+     "Reply with the letter of one option."),
+    ("Here is a question and a response someone wrote.\n\nQuestion: {question}\n\nResponse: {answer}\n\n"
+     "Grade the response:\n(A) The response is correct\n(B) The response is incorrect\n(C) I cannot tell\n"
+     "Reply with the letter of one option."),
 )
 # The assistant turn is begun for the model, so its next token is the option letter.
 REFLECTION_PREFIX = "The answer is ("
