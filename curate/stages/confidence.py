@@ -197,34 +197,33 @@ def sft_rows(table: pa.Table, stage: str) -> list[list[dict]]:
     return rows
 
 
-def embedder_dependencies(c: ConfidenceConfig) -> list[str]:
-    """The embedder's identity, when it can change the scores."""
-    return [embeddings.identity(c.embedder)] if c.similarity == "embedding" else []
-
-
-def check_embedder(stage: str, c: ConfidenceConfig) -> None:
-    if c.similarity == "embedding":
-        embeddings.require(stage, c.embedder, faiss=False)
-
-
 def nullable(values: np.ndarray) -> pa.Array:
     return pa.array([None if math.isnan(v) else float(v) for v in values], pa.float64())
 
 
-class Confidence(Stage):
+class ConfidenceStage(Stage):
+    """What the stages that measure confidence share: the model they call, and the embedder
+    (checked when the stage is built; its identity in the fingerprint) when it is used."""
+
+    model_fields = ("model",)
+    config: ConfidenceConfig
+
+    def __init__(self, config: Any = None, /, **overrides: Any):
+        super().__init__(config, **overrides)
+        if self.config.similarity == "embedding":
+            embeddings.require(self.name, self.config.embedder, faiss=False)
+
+    def dependencies(self, store: Any) -> list[str]:
+        c = self.config
+        return [embeddings.identity(c.embedder)] if c.similarity == "embedding" else []
+
+
+class Confidence(ConfidenceStage):
     """CLEAR / BSDetector confidence of each row's response under a model: columns
     ``confidence`` (C), ``consistency`` (O) and ``reflection`` (S). Rejects nothing."""
 
     name = "confidence"
     Config = ConfidenceConfig
-    model_fields = ("model",)
-
-    def __init__(self, config: Any = None, /, **overrides: Any):
-        super().__init__(config, **overrides)
-        check_embedder(self.name, self.config)
-
-    def dependencies(self, store: Any) -> list[str]:
-        return embedder_dependencies(self.config)
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         rows = sft_rows(table, self.name)

@@ -31,20 +31,18 @@ run reports how many rows were flagged, corrected and filtered (``curate dataset
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
 from ..records import prompt_messages, prompt_of, response_of
-from ..stage import Stage, StageContext, StageOutput, split
+from ..stage import StageContext, StageOutput, split
 from .answers import check_answer
 from .confidence import (
     ConfidenceConfig,
     ConfidenceScorer,
-    check_embedder,
-    embedder_dependencies,
+    ConfidenceStage,
     nullable,
     sft_rows,
 )
@@ -76,7 +74,7 @@ class RectifyConfig(ConfidenceConfig):
         return self
 
 
-class Rectify(Stage):
+class Rectify(ConfidenceStage):
     """Filters rows whose response the model is not confident in, and replaces a response
     with one of the model's own when the model is clearly more confident in it (and it
     passes the reference check). Columns: ``confidence``, ``consistency``, ``reflection``,
@@ -84,15 +82,7 @@ class Rectify(Stage):
 
     name = "rectify"
     Config = RectifyConfig
-    model_fields = ("model",)
     config: RectifyConfig
-
-    def __init__(self, config: Any = None, /, **overrides: Any):
-        super().__init__(config, **overrides)
-        check_embedder(self.name, self.config)
-
-    def dependencies(self, store: Any) -> list[str]:
-        return embedder_dependencies(self.config)
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         c = self.config
