@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from .errors import RecipeError
 from .pipeline import Pipeline, RecipeInfo, step_names
-from .stage import RECIPE_PATHS, Stage, validation_problems
+from .stage import RECIPE_DATA, RECIPE_PATHS, Stage, validation_problems
 from .store import _NAME_RE
 
 TOP_KEYS = ("name", "description", "source", "input", "models", "pipeline", "overrides", "stages")
@@ -275,9 +275,15 @@ def _build_stage(cls: type[Stage], cfg: Any, loc: Loc, problems: _Problems, base
 
 
 def _resolve_stage_paths(cls: type[Stage], cfg: dict, base: Path) -> dict:
-    """Values of config fields marked ``RECIPE_PATHS`` resolved against the recipe's folder."""
-    marked = {name for name, f in cls.Config.model_fields.items() if RECIPE_PATHS in f.metadata}
-    return {k: _resolve_paths(v, base) if k in marked else v for k, v in cfg.items()}
+    """Values of config fields marked ``RECIPE_PATHS`` (or the file paths among the data
+    references of fields marked ``RECIPE_DATA``) resolved against the recipe's folder."""
+    from .sources.refs import resolve_recipe_data
+
+    fields = cls.Config.model_fields
+    paths = {name for name, f in fields.items() if RECIPE_PATHS in f.metadata}
+    data = {name for name, f in fields.items() if RECIPE_DATA in f.metadata}
+    return {k: _resolve_paths(v, base) if k in paths else resolve_recipe_data(v, base, PATH_KEYS) if k in data else v
+            for k, v in cfg.items()}
 
 
 def _suggest(word: str, choices) -> str:

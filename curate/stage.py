@@ -32,6 +32,10 @@ REJECT_COLUMNS = ("reason", "detail")
 # Marks a config field that holds file paths: ``Annotated[list[str], RECIPE_PATHS]``. A recipe
 # resolves such paths relative to the recipe file, as it does a source's ``path``.
 RECIPE_PATHS = "recipe-relative paths"
+# Marks a config field that holds data references (``curate.sources.refs``: a dataset name, a
+# local file or a source mapping; or a list of ``{data: ..., ...}`` items): a recipe resolves
+# the file paths among them relative to the recipe file and leaves dataset names alone.
+RECIPE_DATA = "recipe-relative data references"
 
 
 class StageConfig(BaseModel):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError, UsageError
-from ..fingerprint import hash_file, hash_parts
+from ..fingerprint import hash_parts
 from .base import ModelError
 from .cache import cache_root
 from .config import TinyLMSpec
@@ -70,41 +70,10 @@ def ensure_tiny(spec: TinyLMSpec, target: Path | None = None, reporter: Any = No
 def _data(data: str | dict, store: Any) -> tuple[str, Any]:
     """(content fingerprint, loader of training texts) for a source mapping, a file or a
     dataset reference."""
-    if isinstance(data, dict):
-        from ..sources import SOURCES
-        from ..stage import StageContext
+    from ..sources.refs import resolve_data
 
-        kind = data.get("type")
-        if kind not in SOURCES:
-            raise UsageError(f"train_tiny data: unknown source type {kind!r} (known: {', '.join(SOURCES)})")
-        src = SOURCES[kind]({k: v for k, v in data.items() if k != "type"})
-        problems = src.check()
-        if problems:
-            raise SourceError(f"train_tiny data: {'; '.join(problems)}")
-        return src.fingerprint(), lambda: _table_texts(src.read(StageContext()).kept)
-    path = Path(data).expanduser()
-    if path.is_file():
-        fp = hash_parts("file", path.name, hash_file(path))
-        return fp, lambda: _file_texts(path)
-    if path.suffix in (".txt", ".jsonl", ".gz", ".parquet", ".csv") or data.startswith((".", "/", "~")):
-        raise SourceError(f"train_tiny data: file {path} does not exist")
-    from ..store import Store
-
-    version = (store if store is not None else Store()).resolve(data)
-    return version.fingerprint, lambda: _table_texts(version.table())
-
-
-def _file_texts(path: Path) -> list[str]:
-    if path.suffix == ".txt":
-        # paragraphs: blank-line separated blocks are the documents
-        return [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-    from ..sources import SOURCES
-    from ..stage import StageContext
-
-    kind = {".jsonl": "jsonl", ".gz": "jsonl", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
-    if kind is None:
-        raise SourceError(f"train_tiny data: cannot read {path} (give .txt, .jsonl, .parquet or .csv)")
-    return _table_texts(SOURCES[kind](path=str(path)).read(StageContext()).kept)
+    ref = resolve_data(data, store, "train_tiny data")
+    return ref.fingerprint, lambda: _table_texts(ref.load())
 
 
 def _table_texts(table: Any) -> list[str]:

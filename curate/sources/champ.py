@@ -59,10 +59,12 @@ class ChampConfig(StageConfig):
     """Only these models' solutions (GPT-3.5, GPT-4, GPT-4 Turbo, PaLM 2 Medium)."""
     prompt_settings: list[str] | None = Field(None, min_length=1)
     """Only these prompt settings (0-Shot, 5-Shot, 1/3 Soln, No C w/ H, ...)."""
+    categories: list[str] | None = Field(None, min_length=1)
+    """Only problems of these categories (Combinatorics, Inequality, Number-Theory, Polynomial, Sequence)."""
     limit_problems: int | None = Field(None, ge=1)
     """Only the first N problems, in the data's order (for demos and tests)."""
 
-    @field_validator("models", "prompt_settings")
+    @field_validator("models", "prompt_settings", "categories")
     @classmethod
     def _known_names(cls, given: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if not given:
@@ -73,8 +75,9 @@ class ChampConfig(StageConfig):
             return given  # check() reports the missing package
         if not path.is_file():
             return given
-        models, settings = _names(path, path.stat().st_mtime_ns)
-        what, known = ("model", models) if info.field_name == "models" else ("prompt setting", settings)
+        models, settings, categories = _names(path, path.stat().st_mtime_ns)
+        what, known = {"models": ("model", models), "prompt_settings": ("prompt setting", settings),
+                       "categories": ("category", categories)}[info.field_name]
         unknown = [f"unknown {what} '{name}'{suggest(name, known)}" for name in given if name not in known]
         if unknown:
             raise ValueError(f"{'; '.join(unknown)} (CHAMP has: {', '.join(known)})")
@@ -105,15 +108,17 @@ def _load(path: Path) -> dict:
 
 
 @lru_cache(maxsize=2)
-def _names(path: Path, mtime_ns: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The models and prompt settings in the data, in their order (cached per file state)."""
+def _names(path: Path, mtime_ns: int) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The models, prompt settings and categories in the data, in their order (cached per file state)."""
     models: dict[str, None] = {}
     settings: dict[str, None] = {}
+    categories: dict[str, None] = {}
     for problem in _load(path)["problems"].values():
+        categories[problem["category"]] = None
         for key in problem["conversations"]:
             model, setting = key.split("|", 1)
             models[model] = settings[setting] = None
-    return tuple(models), tuple(settings)
+    return tuple(models), tuple(settings), tuple(categories)
 
 
 class _Bad(Exception):
@@ -181,6 +186,8 @@ class ChampSource(Source):
         ctx = ctx or StageContext()
         (_, path), = self.input_files()
         problems = list(_load(path)["problems"].items())[: self.config.limit_problems]
+        if self.config.categories:
+            problems = [(pid, p) for pid, p in problems if p["category"] in self.config.categories]
         models = set(self.config.models or ())
         settings = set(self.config.prompt_settings or ())
         names = ("id", "messages", "answer", "category", "model", "prompt_setting", "problem_id", "finish_reason", "source")

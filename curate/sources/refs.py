@@ -1,0 +1,118 @@
+"""Data references: the one way a stage (or a model's ``train_tiny:``) names data other than
+its input.
+
+A reference is one of
+
+* a **source mapping** ``{type: champ, include_reference: true, ...}`` -- any source of
+  ``SOURCES`` with its settings;
+* a **local file** (``.jsonl``, ``.jsonl.gz``, ``.parquet``, ``.csv``, or ``.txt``, whose
+  blank-line separated paragraphs become ``text`` rows);
+* a **dataset reference** in the store (``math_sft``, ``math_sft@2``, ``NAME@<fingerprint>``).
+
+``resolve_data`` returns the reference's content fingerprint without reading the rows (a
+source's fingerprint hashes its input files; a version's fingerprint is stored), and a
+loader for the canonical rows. Stages put the fingerprint in their own (so a changed
+target reruns the selection, a moved checkout does not) and load the rows in ``process``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import SourceError, StoreError, UsageError
+from ..fingerprint import hash_file, hash_parts
+from ..stage import StageContext
+
+FILE_KINDS = {".jsonl": "jsonl", ".gz": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+DataSpec = str | dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DataRef:
+    label: str  # what the user wrote, for messages
+    fingerprint: str  # content fingerprint: changes iff the rows would
+    load: Callable[[], pa.Table]  # the canonical rows (id, messages | text, ...)
+
+
+def describe(spec: DataSpec) -> str:
+    if isinstance(spec, dict):
+        args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "type")
+        return f"{spec.get('type')}({args})"
+    return str(spec)
+
+
+def resolve_data(spec: DataSpec, store: Any = None, what: str = "data") -> DataRef:
+    """``spec`` (a source mapping, a local file or a dataset reference) as a ``DataRef``.
+    ``what`` names the field in error messages (``select_target.target``)."""
+    if isinstance(spec, dict):
+        return _source_ref(spec, what)
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError(f"{what}: give a dataset reference, a file path or a source mapping {{type: ...}}, not {spec!r}")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return DataRef(spec, hash_parts("file", path.name, hash_file(path)), lambda: read_file(path, what))
+    if path.suffix in (*FILE_KINDS, ".txt", ".json") or spec.startswith((".", "/", "~")):
+        raise SourceError(f"{what}: file {path} does not exist")
+    from ..store import Store
+
+    try:
+        version = (store if store is not None else Store()).resolve(spec)
+    except StoreError as e:
+        raise StoreError(f"{what}: {e} (a data reference is a dataset name, a file path or a source mapping)") from None
+    return DataRef(spec, version.fingerprint, version.table)
+
+
+def _source_ref(spec: dict[str, Any], what: str) -> DataRef:
+    from . import SOURCES
+
+    kind = spec.get("type")
+    if kind not in SOURCES:
+        raise UsageError(f"{what}: unknown source type {kind!r} (known: {', '.join(SOURCES)})")
+    src = SOURCES[kind]({k: v for k, v in spec.items() if k != "type"})
+    problems = src.check()
+    if problems:
+        raise SourceError(f"{what}: {'; '.join(problems)}")
+    return DataRef(describe(spec), src.fingerprint(), lambda: src.read(StageContext()).kept)
+
+
+def read_file(path: Path, what: str = "data") -> pa.Table:
+    """A local file's canonical rows; ``.txt`` paragraphs become ``text`` rows."""
+    if path.suffix == ".txt":
+        paragraphs = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+        ids = [f"{path.name}:{i}" for i in range(1, len(paragraphs) + 1)]
+        return pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(paragraphs, pa.string())})
+    from . import SOURCES
+
+    kind = FILE_KINDS.get(path.suffix)
+    if kind is None:
+        raise SourceError(f"{what}: cannot read {path} (give .jsonl, .jsonl.gz, .parquet, .csv or .txt)")
+    return SOURCES[kind](path=str(path)).read(StageContext()).kept
+
+
+def resolve_recipe_data(value: Any, base: Path, path_keys: tuple[str, ...] = ("path",)) -> Any:
+    """Paths inside data references resolved against a recipe's folder: a string that names
+    an existing file there (or starts with ``.``/``~``), a source mapping's ``path``, and,
+    recursively, the ``data`` of each item of a list of ``{data: ..., ...}`` mappings."""
+    if isinstance(value, list):
+        return [resolve_recipe_data(v, base, path_keys) for v in value]
+    if isinstance(value, dict):
+        if "type" in value:
+            return {k: _rebase(v, base) if k in path_keys else v for k, v in value.items()}
+        return {k: resolve_recipe_data(v, base, path_keys) if k == "data" else v for k, v in value.items()}
+    if isinstance(value, str) and not Path(value).is_absolute():
+        if value.startswith(".") or (base / value).exists():
+            return str(base / value)
+    return value
+
+
+def _rebase(value: Any, base: Path) -> Any:
+    if isinstance(value, list):
+        return [_rebase(v, base) for v in value]
+    if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+        return str(base / value)
+    return value
