@@ -36,7 +36,7 @@ class StepStat:
     reasons: dict[str, int]
     seconds: float
     cached: bool
-    stats: dict[str, int] = field(default_factory=dict)  # the stage's own counters (StageOutput.stats)
+    stats: dict[str, int | float] = field(default_factory=dict)  # the stage's own counters (StageOutput.stats)
 
     @classmethod
     def from_manifest(cls, m: dict[str, Any], cached: bool) -> StepStat:

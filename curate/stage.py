@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import multiprocessing
+import numbers
 import types
 import typing
 from collections import deque
@@ -55,11 +56,13 @@ class StageOutput(_Output):
     the stage counted beyond kept / rejected -- verify: how many answers are wrong; rectify:
     how many responses it corrected -- stored in the manifest and shown in the run's funnel."""
 
-    stats: dict[str, int] | None = None
+    stats: dict[str, int | float] | None = None
 
-    def with_stats(self, stats: dict[str, int]) -> StageOutput:
+    def with_stats(self, stats: dict[str, int | float]) -> StageOutput:
+        """This output with ``stats``: counts stay integers, other numbers (a mix's achieved
+        proportions) are rounded to 4 decimals."""
         out = StageOutput(*self)
-        out.stats = {k: int(v) for k, v in stats.items()}
+        out.stats = {k: int(v) if isinstance(v, numbers.Integral) else round(float(v), 4) for k, v in stats.items()}
         return out
 
 
