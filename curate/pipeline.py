@@ -218,7 +218,7 @@ class Pipeline:
         return store.write_version(out.kept, rejected, manifest), out.kept
 
     def _manifest(self, fp, parents, stage_info, rows_in, kept, rejected, added, seconds, lineage,
-                  stats: dict[str, int] | None = None) -> dict[str, Any]:
+                  stats: dict[str, int | float] | None = None) -> dict[str, Any]:
         reasons = Counter(rejected.column("reason").to_pylist()) if len(rejected) else Counter()
         m = {
             "fingerprint": fp,
@@ -230,7 +230,7 @@ class Pipeline:
             "created": now(),
             "counts": {"in": rows_in, "kept": len(kept), "rejected": len(rejected), "added": added},
             "rejections": dict(reasons.most_common()),
-            "stats": {k: int(v) for k, v in (stats or {}).items()},
+            "stats": dict(stats or {}),
             "wall_time_s": round(seconds, 3),
             "columns": {f.name: str(f.type) for f in kept.schema},
             "scores": score_summary(kept),

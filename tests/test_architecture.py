@@ -17,7 +17,8 @@ ALLOWED = {
     "stage": {"errors", "fingerprint"},
     "store": {"errors"},
     "sources": CORE | {"sources"},
-    "stages": CORE | {"stages", "models"},
+    # stages: core, the models layer, and sources (a target / mix component is a data reference)
+    "stages": CORE | {"stages", "models", "sources"},
     # the models layer: core, and sources (train-tiny reads its data through them)
     "models": CORE | {"models", "sources"},
     "calibrate": CORE | {"stages"},

@@ -62,8 +62,8 @@ def resolve_data(spec: DataSpec, store: Any = None, what: str = "data") -> DataR
 
     try:
         version = (store if store is not None else Store()).resolve(spec)
-    except StoreError as e:
-        raise StoreError(f"{what}: {e} (a data reference is a dataset name, a file path or a source mapping)") from None
+    except (StoreError, UsageError) as e:
+        raise type(e)(f"{what}: {e} (a data reference is a dataset name, a file path or a source mapping)") from None
     return DataRef(spec, version.fingerprint, version.table)
 
 
@@ -91,7 +91,13 @@ def read_file(path: Path, what: str = "data") -> pa.Table:
     kind = FILE_KINDS.get(path.suffix)
     if kind is None:
         raise SourceError(f"{what}: cannot read {path} (give .jsonl, .jsonl.gz, .parquet, .csv or .txt)")
-    return SOURCES[kind](path=str(path)).read(StageContext()).kept
+    # SFT rows when the records are conversations, else text rows (a file of {"text": ...}).
+    for shape in ("sft", "text"):
+        out = SOURCES[kind](path=str(path), shape=shape).read(StageContext())
+        if out.kept.num_rows:
+            return out.kept
+    first = out.rejected.column("detail")[0].as_py() if out.rejected.num_rows else "the file holds no records"
+    raise SourceError(f"{what}: no usable row in {path}, as conversations or as text ({first})")
 
 
 def resolve_recipe_data(value: Any, base: Path, path_keys: tuple[str, ...] = ("path",)) -> Any:
@@ -104,9 +110,9 @@ def resolve_recipe_data(value: Any, base: Path, path_keys: tuple[str, ...] = ("p
         if "type" in value:
             return {k: _rebase(v, base) if k in path_keys else v for k, v in value.items()}
         return {k: resolve_recipe_data(v, base, path_keys) if k == "data" else v for k, v in value.items()}
-    if isinstance(value, str) and not Path(value).is_absolute():
-        if value.startswith(".") or (base / value).exists():
-            return str(base / value)
+    if isinstance(value, str) and value != "input" and not Path(value).is_absolute() and (
+            value.startswith(".") or (base / value).exists()):
+        return str(base / value)  # "input" is mix's word for the rows flowing in, never a path
     return value
 
 

@@ -7,20 +7,23 @@ from ..stage import Stage
 from .confidence import Confidence
 from .decontaminate import Decontaminate
 from .dedup import ExactDedup
+from .difficulty import Difficulty
 from .heuristics import HeuristicFilter
 from .minhash import MinhashDedup
+from .mix import Mix
 from .perplexity import IfdScore, PerplexityFilter
 from .rectify import Rectify
+from .select import SelectTarget
 from .semantic import SemanticDedup
 from .verify import Verify
 
 REGISTRY: dict[str, type[Stage]] = {
     cls.name: cls
-    for cls in (Confidence, Decontaminate, ExactDedup, HeuristicFilter, IfdScore, MinhashDedup, PerplexityFilter, Rectify,
-                SemanticDedup, Verify)
+    for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, MinhashDedup, Mix, PerplexityFilter,
+                Rectify, SelectTarget, SemanticDedup, Verify)
 }
 
 __all__ = [
-    "REGISTRY", "Confidence", "Decontaminate", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "PerplexityFilter",
-    "Rectify", "SemanticDedup", "Verify",
+    "REGISTRY", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "Mix",
+    "PerplexityFilter", "Rectify", "SelectTarget", "SemanticDedup", "Verify",
 ]
