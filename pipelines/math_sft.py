@@ -2,15 +2,19 @@
 
 Exact and near (MinHash) dedup of responses, quality rules tuned for math solutions,
 decontamination against held-out evaluation problems, perplexity filtering under a
-reference LM (the model the recipe names ``ref_lm``), then CLEAR-style rectification:
-every final answer is checked against the problem's reference (``verify``), and the rows it
-cannot check are scored by the model's confidence, filtered when it is low, and corrected
-when the model is confident in one of its own solutions (``rectify``). Gopher's
+reference LM (the model the recipe names ``ref_lm``); every final answer is checked against
+the problem's reference (``verify``); each problem's difficulty is its share of wrong
+solutions, the wrong ones leave, and the right ones are allocated by difficulty (DART's
+Prop2Diff: hard problems keep more solutions, ``difficulty``); the rows whose problems
+belong to the target distribution -- a category of problems the recipe names -- are chosen
+by GOT-D (``select_target``); then CLEAR-style rectification: the rows verify could not check
+are scored by the model's confidence, filtered when it is low, and corrected when the model
+is confident in one of its own solutions (``rectify``). Gopher's
 prose thresholds reject 86% of CHAMP (a typical correct solution has an alphabetic-word
 fraction of 0.79, mean word length 3.35 and a duplicate 5-gram fraction of 0.24), so they
 are relaxed; the repetition rules stay, because looping generations are the commonest
-defect in model-written solutions. Later issues append rectification, selection,
-difficulty-aware sampling, augmentation and fine-tuning to this same chain.
+defect in model-written solutions. Later issues append augmentation and fine-tuning
+to this same chain.
 
 The rectify settings here are the CPU demo's (2 samples of 64 tokens, one reflection
 prompt, answer agreement only, filter the lowest 20%, no correction: the tiny reference LM
@@ -26,11 +30,13 @@ from pathlib import Path
 from curate.stage import Stage
 from curate.stages import (
     Decontaminate,
+    Difficulty,
     ExactDedup,
     HeuristicFilter,
     MinhashDedup,
     PerplexityFilter,
     Rectify,
+    SelectTarget,
     Verify,
 )
 
@@ -38,12 +44,21 @@ from curate.stages import (
 # 27th problem, with its reference answer). The fingerprint follows the file's content,
 # not where the checkout lives.
 HELDOUT = Path(__file__).resolve().parents[1] / "recipes" / "data" / "champ_heldout.jsonl"
+TARGET_CATEGORY = "Number-Theory"
 
 
-def math_sft(ref_lm: str = "ref_lm", eval_sets: tuple[str, ...] = (str(HELDOUT),), rectify_lm: str | None = None) -> list[Stage]:
+def champ_category(category: str) -> dict:
+    """A data reference to CHAMP's problems of one category (their reference solutions)."""
+    return {"type": "champ", "include_model_solutions": False, "include_reference": True, "categories": [category]}
+
+
+def math_sft(ref_lm: str = "ref_lm", eval_sets: tuple[str, ...] = (str(HELDOUT),), rectify_lm: str | None = None,
+             target: str | dict | None = None) -> list[Stage]:
     """The chain; ``ref_lm`` names the run's reference LM, ``eval_sets`` the evaluation
     questions no training row may overlap, ``rectify_lm`` the (instruct) model whose
-    confidence filters and corrects rows (default: ``ref_lm``)."""
+    confidence filters and corrects rows (default: ``ref_lm``), ``target`` the examples of
+    what the model should be good at (a data reference; default: CHAMP's Number-Theory
+    problems)."""
     return [
         ExactDedup(field="response"),
         # CHAMP's prompt settings often yield the same solution with small edits; word
@@ -79,7 +94,19 @@ def math_sft(ref_lm: str = "ref_lm", eval_sets: tuple[str, ...] = (str(HELDOUT),
         # The solution's final answer (boxed, "the answer is", else its last number) against
         # the problem's reference answer, exactly or symbolically. A wrong solution is not
         # worth training on; the GPU recipe keeps them for rectify to correct instead.
-        Verify(kind="math", drop_unverified=True),
+        # Wrong solutions stay one step longer: difficulty needs them to measure fail rates.
+        Verify(kind="math"),
+        # A problem's difficulty is the share of its checkable solutions that are wrong (CHAMP
+        # has up to 72 per problem, from four models); the wrong ones leave (DART keeps only
+        # correct responses), and each problem keeps at most ceil(12 * d / max d) of the rest
+        # (Prop2Diff: the hardest keep 12, the easiest 1; problems verify could not check
+        # count as the median). Curriculum order (easy to hard) is left to the training step.
+        Difficulty(estimate="verified", group_by="problem_id", drop_incorrect=True, sampling="prop2diff",
+                   max_per_prompt=12),
+        # GOT-D toward the target: the rows whose distribution moves the set toward the
+        # target examples. The category is a property of the problem, so problems are
+        # compared (one embedding per distinct problem, about 270, not one per solution).
+        SelectTarget(target=target or champ_category(TARGET_CATEGORY), method="got_d", fraction=0.25, field="prompt"),
         # Rows verify could not check (about a third: non-numeric references, prose answers)
         # are scored by the model's confidence and the least confident 20% filtered; rows
         # verified true cost no model call. A tiny LM's confidence is not calibrated, so the

@@ -1,12 +1,15 @@
 """End-to-end: the main job through the CLI, exactly as the README runs it."""
 
 import json
+import math
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,10 +27,20 @@ def versions_of(store: Path) -> list[dict]:
     return json.loads(proc.stdout)
 
 
-def test_main_job_runs_caches_and_recomputes_on_force(isolated_store):
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory, session_cache):
+    """One cold run of the main job, shared by the tests of this module: (store, CLI result,
+    seconds). A module fixture is set up before the per-test environment, so the model cache
+    is named here."""
+    store = tmp_path_factory.mktemp("main_job") / "store"
+    env = {"CURATE_CACHE": str(session_cache), "HF_DATASETS_CACHE": str(store.parent / "hf")}
     t0 = time.perf_counter()
-    first = run_cli("run", RECIPE, "--store", str(isolated_store))
-    t_first = time.perf_counter() - t0
+    first = run_cli("run", RECIPE, "--store", str(store), env=env)
+    return store, first, time.perf_counter() - t0
+
+
+def test_main_job_runs_caches_and_recomputes_on_force(main_run):
+    isolated_store, first, t_first = main_run
     assert first.returncode == 0, first.stderr
     assert "rows in" in first.stdout and "heuristic_filter" in first.stdout  # the funnel table
 
@@ -55,10 +68,14 @@ def test_main_job_runs_caches_and_recomputes_on_force(isolated_store):
     rect = json.loads(run_cli("datasets", "show", "math_sft/rectify", "--json", "--store", str(isolated_store)).stdout)
     assert int(answered.group(1).replace(",", "")) >= scored + 2 * rect["stats"]["scored"]
 
-    # verify counts the wrong solutions (and the funnel shows it); rectify reports what it filtered and corrected
+    # verify counts the wrong solutions (and the funnel shows it); difficulty measures fail rates with them, then
+    # drops them; rectify reports what it filtered and corrected
     ver = json.loads(run_cli("datasets", "show", "math_sft/verify", "--json", "--store", str(isolated_store)).stdout)
-    assert ver["stats"]["verified_false"] > 1000 and ver["rejections"]["wrong_answer"] == ver["stats"]["verified_false"]
+    assert ver["stats"]["verified_false"] > 1000 and ver["counts"]["rejected"] == 0
     assert f"verified_false {ver['stats']['verified_false']:,}" in first.stdout
+    dif = json.loads(run_cli("datasets", "show", "math_sft/difficulty", "--json", "--store", str(isolated_store)).stdout)
+    assert dif["rejections"]["wrong_answer"] == ver["stats"]["verified_false"] and dif["rejections"]["not_sampled"] > 0
+    assert dif["stats"]["prompts"] > 200
     s = rect["stats"]
     assert s["kept"] == rect["counts"]["kept"] and s["filtered"] == rect["counts"]["rejected"]
     assert s["trusted"] + s["scored"] == rect["counts"]["in"] and s["flagged"] == s["corrected"] + s["filtered"]
@@ -80,9 +97,37 @@ def test_main_job_runs_caches_and_recomputes_on_force(isolated_store):
             assert parent_ids - kept_ids == set(rejected.column("id").to_pylist())
 
 
-def test_sigkill_during_a_later_stage_then_rerun_matches_uninterrupted(tmp_path):
-    clean_store, killed_store = tmp_path / "clean", tmp_path / "killed"
-    clean = run_cli("run", RECIPE, "--store", str(clean_store))
+def test_main_job_selects_toward_the_category_it_names_and_allocates_by_difficulty(main_run):
+    store, first, _ = main_run
+    assert first.returncode == 0, first.stderr
+
+    def rows(step: str) -> list[dict]:
+        m = json.loads(run_cli("datasets", "show", f"math_sft/{step}", "--json", "--store", str(store)).stdout)
+        return pq.read_table(store / "versions" / m["fingerprint"] / "data").to_pylist()
+
+    checked, allocated, selected = rows("verify"), rows("difficulty"), rows("select_target")
+    share = lambda rs: sum(r["category"] == "Number-Theory" for r in rs) / len(rs)  # noqa: E731
+    assert share(selected) >= 0.9 and share(allocated) < 0.5, (share(selected), share(allocated))
+    assert all(r["selection_score"] is not None for r in selected)
+    # Prop2Diff, exactly: each problem keeps min(its correct-or-unchecked rows, max(1, ceil(12 d / max d)))
+    # solutions, a problem without an estimate counting as the median difficulty
+    available = Counter(r["problem_id"] for r in checked if r["verified"] != "false")
+    kept = Counter(r["problem_id"] for r in allocated)
+    difficulty = {r["problem_id"]: r["difficulty"] for r in allocated}
+    known = [d for d in difficulty.values() if d is not None]
+    top, median = max(known), statistics.median(known)
+    for problem, n in available.items():
+        d = difficulty[problem] if difficulty[problem] is not None else median
+        assert kept[problem] == min(n, max(1, math.ceil(12 * d / top - 1e-9))), problem
+    # so among problems with 12 rows to choose from, the hardest tenth keep 3x the solutions of the easiest
+    full = sorted((difficulty[p], kept[p]) for p, n in available.items() if n >= 12 and difficulty[p] is not None)
+    tenth = max(1, len(full) // 10)
+    assert sum(k for _, k in full[-tenth:]) >= 3 * sum(k for _, k in full[:tenth])
+
+
+def test_sigkill_during_a_later_stage_then_rerun_matches_uninterrupted(tmp_path, main_run):
+    clean_store, clean, _ = main_run
+    killed_store = tmp_path / "killed"
     assert clean.returncode == 0, clean.stderr
     final = json.loads(run_cli("datasets", "show", "math_sft", "--json", "--store", str(clean_store)).stdout)["fingerprint"]
 

@@ -80,7 +80,7 @@ def test_named_pipeline_with_overrides(tmp_path):
     """
     p = load_recipe(write(tmp_path, text)).pipeline()
     assert p.steps == ["exact_dedup", "minhash_dedup", "heuristic_filter", "decontaminate", "perplexity_filter", "verify",
-                       "rectify"]
+                       "difficulty", "select_target", "rectify"]
     assert p.stages[2].config.min_words == 7
     assert p.stages[2].config.min_alpha_word_fraction == 0.2  # the rest of the chain's config is kept
     bad = text.replace("heuristic_filter: {{min", "heuristic_filtre: {{min")
@@ -99,7 +99,7 @@ def test_gpu_recipe_validates_and_configures_the_real_scale_chain():
     assert proc.returncode == 0, proc.stderr
     assert "model ref_lm (vllm)" in proc.stdout and "Qwen/Qwen2.5-1.5B-Instruct" in proc.stdout
     steps = dict(zip((p := load_recipe(ROOT / "recipes" / "math_sft_gpu.yaml").pipeline()).steps, p.stages))
-    assert steps["verify"].config.drop_unverified is False  # wrong solutions go on to be corrected
+    assert steps["difficulty"].config.drop_incorrect is False  # wrong solutions go on to be corrected
     c = steps["rectify"].config
     assert (c.k, c.reflections, c.max_tokens, c.alpha, c.beta, c.correct, c.similarity) == (5, 2, 1024, 0.8, 0.7, True, "embedding")
 

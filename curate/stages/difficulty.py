@@ -243,13 +243,13 @@ class Difficulty(Stage):
             kept = kept.take(pa.array(np.argsort(row_d[keep], kind="stable")))
 
         unknown = int((~known).sum())
-        stats = {"prompts": n_groups, "prompts_unknown": unknown, "rows_kept": int(keep.sum()),
-                 "rows_wrong_answer": int(wrong.sum()), "rows_not_sampled": int((~chosen & ~wrong).sum()), **stats,
+        # (kept / wrong / not-sampled row counts are the manifest's counts and reasons already)
+        stats = {"prompts": n_groups, "prompts_unknown": unknown, **stats,
                  **({"difficulty_mean": float(d[known].mean())} if known.any() else {})}
         as_median = f" (allocated as the median, {median:.3f})" if unknown and quota is not None and known.any() else ""
         ctx.reporter.log(f"difficulty ({c.estimate}, sampling {c.sampling}): {n_groups:,} prompts, {unknown:,} without "
-                         f"an estimate{as_median}; kept {stats['rows_kept']:,} of {n:,} rows ({stats['rows_wrong_answer']:,} "
-                         f"wrong, {stats['rows_not_sampled']:,} not sampled)")
+                         f"an estimate{as_median}; kept {int(keep.sum()):,} of {n:,} rows ({int(wrong.sum()):,} "
+                         f"wrong, {int((~chosen & ~wrong).sum()):,} not sampled)")
         return StageOutput(kept, out.rejected).with_stats(stats)
 
     # -- difficulty -----------------------------------------------------------------------

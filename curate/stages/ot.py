@@ -29,7 +29,7 @@ ott's; on normalised sentence embeddings it converges in tens (``benchmarks/sele
 
 Memory: the embeddings (N + |T|) x dim, the potentials (N + |T|), and one cost block at a
 time -- ``batch_size`` candidates against the whole target, or a slice of target columns
-against the pool sized to hold ``batch_size * |T|`` costs -- never N x |T|.
+against the pool sized to hold max(``batch_size * |T|``, 2^24) costs -- never N x |T|.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ DEFAULT_EPSILON = 0.1
 DEFAULT_BATCH = 2000
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_MAX_ITERATIONS = 2000
+MIN_BLOCK = 2**24  # costs per column block, at least (see candidate_potentials)
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,9 @@ def candidate_potentials(
     if n == 0 or t == 0:
         raise StageError(f"got_d needs candidates and target examples (got {n} and {t})")
     # Row blocks: batch_size candidates x all targets. Column blocks: a slice of targets x all
-    # candidates, as many targets as keep the block at batch_size * |T| costs.
-    target_batch = max(1, min(t, batch_size * t // n))
+    # candidates, as wide as fits in max(batch_size * |T|, 2^24) costs (64 MB of float32):
+    # each column block re-reads the whole pool, so a thin one would make the solve memory-bound.
+    target_batch = max(1, min(t, max(batch_size * t, MIN_BLOCK) // n))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         f, _, log = ot.bregman.empirical_sinkhorn(
