@@ -11,11 +11,12 @@ import pyarrow as pa
 import pytest
 
 from curate.errors import RecipeError, StageError
-from curate.models.base import LM, Sampling
 from curate.records import MESSAGES_TYPE, conversation_of
 from curate.stage import Reporter, StageContext
 from curate.stages.difficulty import Difficulty, prop2diff_quota
 from curate.stages.textstats import approx_tokens
+
+from .scripted import Pool, ScriptedLM
 
 
 def pool(fails: list[int], per_prompt: int = 20, **extra) -> pa.Table:
@@ -132,47 +133,6 @@ def test_column_estimate_is_the_percentile_rank_of_the_group_mean_ties_sharing_t
 
 
 # -- 4: difficulty from samples ---------------------------------------------------------------
-class ScriptedLM(LM):
-    """A stand-in model (the external system, not our code): ``answers[question]`` are the
-    responses it samples, in turn; ``calls`` records (question, n) per prompt sampled."""
-
-    backend = "scripted"
-
-    def __init__(self, answers: dict[str, list[str]]):
-        super().__init__("scripted")
-        self.answers = answers
-        self.calls: list[tuple[str, int]] = []
-
-    def identity(self) -> str:
-        return "scripted"
-
-    def chat_prompt(self, messages: list[dict]) -> str:
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
-
-    def _logprobs(self, pairs):
-        raise AssertionError("difficulty samples responses; it scores nothing")
-
-    def _generate(self, prompts, sampling: Sampling):
-        out = []
-        for p in prompts:
-            q = p[-1]["content"]
-            self.calls.append((q, sampling.n))
-            pool = self.answers[q]
-            out.append([pool[i % len(pool)] for i in range(sampling.n)])
-        return out
-
-
-class Pool:
-    def __init__(self, **lms: LM):
-        self.lms = lms
-
-    def get(self, name: str) -> LM:
-        return self.lms[name]
-
-    def identity(self, name: str) -> str:
-        return self.lms[name].identity()
-
-
 def test_samples_estimate_is_the_fail_rate_of_k_samples_per_distinct_prompt_uncheckable_left_out():
     right, wrong, vague = "2 + 2 makes 4. The answer is 4.", "The answer is 5.", "I am not sure."
     lm = ScriptedLM({

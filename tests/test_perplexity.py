@@ -86,7 +86,7 @@ def test_ppl_is_the_exponential_of_the_pooled_token_loss_and_absolute_bounds_app
 
 
 def test_bucket_edges_follow_the_ccnet_percentiles(pool):
-    lm = pool.get("ref")
+    pool.get("ref")  # the model is built before the stage runs
     texts = [f"Let n = {i}. Then n + 1 = {i + 1}, so the answer is {i + 1}." + " word" * (i % 7) for i in range(20)]
     table = pa.table({"id": [str(i) for i in range(20)], "text": texts})
     out = PerplexityFilter(model="ref")(table, StageContext(models=pool))
