@@ -91,11 +91,6 @@ def test_tokens_use_the_token_column_when_given():
         Mix(components=[{"data": "input", "weight": 1}], token_column="n_tokens")
 
 
-def test_approx_tokens_counts_words_and_punctuation():
-    assert approx_tokens("Hello, world! x=3.5") == 9  # Hello , world ! x = 3 . 5
-    assert approx_tokens("") == 0
-
-
 def test_small_component_is_repeated_with_unique_ids_and_copy_numbers(tmp_path):
     table = sft_table(40)
     small = sft_file(tmp_path / "small.jsonl", 4)

@@ -158,3 +158,26 @@ def test_model_problems_are_reported_with_line_and_field(tmp_path):
     assert "recipe.yaml:12: models.teacher.backend: unknown backend 'opneai'; did you mean 'openai'?" in msg
     assert "recipe.yaml:10: models.ref.batch_sise: unknown key" in msg
     assert "uses model 'reff', which the recipe does not define under models:; did you mean 'ref'?" in msg
+
+
+def test_data_references_in_stage_fields_resolve_files_against_the_recipe_and_keep_dataset_names(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "extra.jsonl").write_text(json.dumps({"question": "q2", "solution": "x y z"}) + "\n")
+    (tmp_path / "input").mkdir()  # a folder named like mix's keyword must not turn it into a path
+    r = load_recipe(write(tmp_path, """\
+        name: demo
+        source: {{type: jsonl, path: pool.jsonl, fields: {{prompt: question, response: solution}}}}
+        stages:
+          - mix:
+              components:
+                - {{data: input, weight: 2}}
+                - {{data: data/extra.jsonl, weight: 1}}
+                - {{data: other_dataset@2, weight: 1}}
+          - select_target:
+              target: {{type: jsonl, path: data/extra.jsonl, fields: {{prompt: question, response: solution}}}}
+              method: dsir
+              budget: 1
+        """))
+    mix, select = r.pipeline().stages
+    assert [c.data for c in mix.config.components] == ["input", str(tmp_path / "data" / "extra.jsonl"), "other_dataset@2"]
+    assert select.config.target["path"] == str(tmp_path / "data" / "extra.jsonl")

@@ -48,8 +48,6 @@ from .textstats import approx_tokens
 INPUT = "input"
 
 
-
-
 def default_name(data: str | dict) -> str:
     """``input``, a file's name, a source mapping's type, or the dataset reference."""
     if isinstance(data, dict):
