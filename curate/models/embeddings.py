@@ -127,11 +127,15 @@ def embed(
 ) -> np.ndarray:
     """``texts`` as a float32 array of shape (n, dim), L2-normalised unless ``normalize`` is off.
 
-    Texts are embedded longest first, so that each batch holds texts of similar length and
-    pads little; the rows come back in input order. ``track`` (a ``Reporter.track``)
-    sees one item per batch."""
+    Each distinct text is embedded once (an SFT pool repeats its prompts), longest first, so
+    that each batch holds texts of similar length and pads little; the rows come back in
+    input order. ``track`` (a ``Reporter.track``) sees one item per batch."""
     import numpy as np
 
+    where: dict[str, int] = {}
+    row_of = np.fromiter((where.setdefault(t, len(where)) for t in texts), dtype=np.int64, count=len(texts))
+    if len(where) < len(texts):
+        return embed(list(where), model, batch_size, normalize, track)[row_of]
     st = load(model)
     out = np.zeros((len(texts), dimension(st)), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
