@@ -102,7 +102,7 @@ def read_file(path: Path, what: str = "data") -> pa.Table:
 
 def resolve_recipe_data(value: Any, base: Path, path_keys: tuple[str, ...] = ("path",)) -> Any:
     """Paths inside data references resolved against a recipe's folder: a string that names
-    an existing file there (or starts with ``.``/``~``), a source mapping's ``path``, and,
+    something there, starts with ``.`` or ends like a data file, a source mapping's ``path``, and,
     recursively, the ``data`` of each item of a list of ``{data: ..., ...}`` mappings."""
     if isinstance(value, list):
         return [resolve_recipe_data(v, base, path_keys) for v in value]
@@ -110,8 +110,8 @@ def resolve_recipe_data(value: Any, base: Path, path_keys: tuple[str, ...] = ("p
         if "type" in value:
             return {k: _rebase(v, base) if k in path_keys else v for k, v in value.items()}
         return {k: resolve_recipe_data(v, base, path_keys) if k == "data" else v for k, v in value.items()}
-    if isinstance(value, str) and value != "input" and not Path(value).is_absolute() and (
-            value.startswith(".") or (base / value).exists()):
+    if isinstance(value, str) and value != "input" and not Path(value).expanduser().is_absolute() and (
+            value.startswith(".") or Path(value).suffix in (*FILE_KINDS, ".txt", ".json") or (base / value).exists()):
         return str(base / value)  # "input" is mix's word for the rows flowing in, never a path
     return value
 
