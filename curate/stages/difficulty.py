@@ -62,21 +62,10 @@ from ..errors import StageError
 from ..models.base import Sampling
 from ..records import prompt_messages, shape_of, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+from . import allocate
 from .answers import MATH_VERIFY_MISSING, AnswerKind
 from .textstats import approx_token_counts
 from .verify import BATCH_ROWS, verify_batch
-
-EPS = 1e-9  # k * d / max d is a float; 8 * 0.5 must not round up to 5
-
-
-
-
-def prop2diff_quota(difficulty: np.ndarray, k_p: int, minimum: int = 1) -> np.ndarray:
-    """DART's Prop2Diff targets: ``max(minimum, ceil(k_p * d / max d))`` (all ``minimum`` when max d is 0)."""
-    d = np.asarray(difficulty, dtype=np.float64)
-    top = d.max(initial=0.0)
-    scaled = np.ceil(k_p * d / top - EPS) if top > 0 else np.zeros_like(d)
-    return np.maximum(minimum, scaled).astype(np.int64)
 
 
 class DifficultyConfig(StageConfig):
@@ -221,7 +210,7 @@ class Difficulty(Stage):
             if c.sampling != "uniform" and n and not known.any():
                 raise StageError(f"difficulty: no prompt has a difficulty estimate, so sampling: {c.sampling} "
                                  "cannot allocate rows (check the verified / score column)")
-            rank, avail = _ranks(gid, n_groups, is_true, wrong, c.seed)
+            rank, avail = allocate.choice_ranks(gid, n_groups, is_true, wrong, c.seed)
             cost = np.ones(n) if c.budget_unit == "rows" else self._tokens(table, ctx)
             quota = self._quota(alloc, rank, gid, avail, cost, ctx, stats)
             chosen = rank < quota[gid]
@@ -327,72 +316,17 @@ class Difficulty(Stage):
                ctx: StageContext, stats: dict) -> np.ndarray:
         """Rows each prompt keeps (capped at what it has)."""
         c = self.config
-
-        def spent(q: np.ndarray) -> float:
-            return float(cost[rank < q[gid]].sum())
-
-        if c.sampling == "uniform":
-            def at(k: int) -> np.ndarray:
-                return np.minimum(avail, k)
-            hi, key = c.per_prompt or max(int(avail.max(initial=0)), 1), "per_prompt"
-        elif c.sampling == "prop2diff":
-            top = d.max(initial=0.0)
-            rel = d / top if top > 0 else np.zeros_like(d)
-
-            def at(k: int) -> np.ndarray:
-                return np.minimum(avail, prop2diff_quota(rel, k, c.min_per_prompt))
-            # past this k_p every quota is capped at the rows its prompt has
-            smallest = rel[rel > 0].min(initial=1.0)
-            hi, key = c.max_per_prompt or max(1, math.ceil(int(avail.max(initial=1)) / smallest)), "max_per_prompt"
-        else:
-            return self._histogram(d, rank, gid, avail, cost, ctx, stats)
-        if c.budget is None:
-            stats[key] = hi
-            return at(hi)
-        k = _largest(lambda k: spent(at(k)), 1, hi, c.budget)
-        if k < 1:
-            raise StageError(f"difficulty: a budget of {c.budget:,} {c.budget_unit} is below what the smallest "
-                             f"{key} (1) keeps ({spent(at(1)):,.0f} {c.budget_unit}); raise the budget")
+        if c.sampling == "histogram":
+            quota, per_bin, short = allocate.histogram_quota(d, rank, gid, avail, cost, c.bins, c.weights, c.budget,
+                                                             c.budget_unit == "rows", c.seed)
+            stats.update(per_bin)
+            if short:
+                ctx.reporter.log(f"difficulty: these bins hold less than their share of the budget: {', '.join(short)}")
+            return quota
+        key = "per_prompt" if c.sampling == "uniform" else "max_per_prompt"
+        quota, k = allocate.budgeted_quota(c.sampling, d, rank, gid, avail, cost, getattr(c, key), c.min_per_prompt,
+                                           c.budget, c.budget_unit)
         stats[key] = k
-        return at(k)
-
-    def _histogram(self, d: np.ndarray, rank: np.ndarray, gid: np.ndarray, avail: np.ndarray, cost: np.ndarray,
-                   ctx: StageContext, stats: dict) -> np.ndarray:
-        """Per bin: the largest even count per prompt within the bin's share, then one more
-        row for prompts in a seeded random order while the share allows."""
-        c = self.config
-        edges = np.asarray(c.bins)
-        w = np.asarray(c.weights) / sum(c.weights)
-        target = w * c.budget
-        if c.budget_unit == "rows":  # largest remainder: integer shares that sum to the budget
-            base = np.floor(target)
-            base[np.argsort(base - target, kind="stable")[: int(c.budget - base.sum())]] += 1
-            target = base
-        inside = (d >= edges[0]) & (d <= edges[-1])
-        which = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(w) - 1)
-        quota = np.zeros(len(d), dtype=np.int64)
-        order = np.random.default_rng(c.seed + 1).permutation(len(d))
-        short = []
-        for j in range(len(w)):
-            members = inside & (which == j)
-            row_in = members[gid]
-            spent = partial(_spent, cost[row_in], rank[row_in])
-            hi = int(avail[members].max(initial=0))
-            k = max(_largest(spent, 0, hi, target[j]), 0)
-            quota[members] = np.minimum(avail[members], k)
-            room = target[j] - spent(k)
-            nxt = np.zeros(len(d))  # the cost of each member's next row
-            has_next = row_in & (rank == k)
-            nxt[gid[has_next]] = cost[has_next]
-            cand = order[members[order] & (avail[order] > k)]
-            took = cand[np.cumsum(nxt[cand]) <= room]
-            quota[took] += 1
-            label = f"bin_{edges[j]:g}-{edges[j + 1]:g}"
-            stats[label] = int((row_in & (rank < quota[gid])).sum())
-            if spent(hi) < target[j]:
-                short.append(f"{label} ({stats[label]:,} rows)")
-        if short:
-            ctx.reporter.log(f"difficulty: these bins hold less than their share of the budget: {', '.join(short)}")
         return quota
 
 
@@ -420,35 +354,6 @@ def _fail_rate(gid: np.ndarray, n_groups: int, right: np.ndarray, wrong: np.ndar
     f = np.bincount(gid, weights=wrong.astype(np.float64), minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(t + f > 0, f / (t + f), math.nan)
-
-
-def _ranks(gid: np.ndarray, n_groups: int, is_true: np.ndarray, excluded: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's place in its prompt's order of choice (verified true first, then the rest,
-    each seeded-random; excluded rows never chosen), and the rows each prompt can give."""
-    n = len(gid)
-    priority = np.where(excluded, 2, np.where(is_true, 0, 1))
-    order = np.lexsort((np.random.default_rng(seed).random(n), priority, gid))
-    sizes = np.bincount(gid, minlength=n_groups)
-    starts = np.cumsum(sizes) - sizes
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - starts[gid[order]]
-    rank[excluded] = np.iinfo(np.int64).max
-    return rank, np.bincount(gid, weights=(~excluded).astype(np.float64), minlength=n_groups).astype(np.int64)
-
-
-def _largest(spent, lo: int, hi: int, budget: float) -> int:
-    """The largest k in [lo, hi] with spent(k) <= budget (spent non-decreasing); lo - 1 if none."""
-    if spent(lo) > budget:
-        return lo - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if spent(mid) <= budget else (lo, mid - 1)
-    return lo
-
-
-def _spent(cost: np.ndarray, rank: np.ndarray, k: int) -> float:
-    """What the rows of rank below k cost."""
-    return float(cost[rank < k].sum())
 
 
 def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
