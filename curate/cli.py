@@ -255,17 +255,23 @@ def datasets_diff(a: Annotated[str, typer.Argument(help="First reference.")],
 @datasets_app.command("export")
 def datasets_export(
     ref: Annotated[str, typer.Argument(help="Dataset reference.")],
-    fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | hf")],
-    dest: Annotated[Path, typer.Option("--out", help="Output file (jsonl, parquet) or folder (hf).")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (every column) | chat (messages only: TRL, axolotl, "
+                                                       "LLaMA-Factory) | parquet | hf (a datasets folder)")],
+    dest: Annotated[Path, typer.Option("--out", help="Output file (jsonl, chat, parquet) or folder (hf).")],
     store: StoreOpt = None,
+    card: Annotated[bool, typer.Option("--card/--no-card", help="Write a dataset card (README) with the lineage beside it.")] = True,
 ) -> None:
-    """Export a version for a downstream training job."""
-    from .versions import export
+    """Export a version for a downstream training job, with a dataset card."""
+    from .versions import EXPORT_FORMATS, export
 
-    if fmt not in ("jsonl", "parquet", "hf"):
-        raise UsageError(f"--format {fmt}: use jsonl, parquet or hf")
-    path = export(ref, fmt, dest, store)  # type: ignore[arg-type]
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"--format {fmt}: use {', '.join(EXPORT_FORMATS)}")
+    path = export(ref, fmt, dest, store, card=card)  # type: ignore[arg-type]
     out.print(f"wrote {path}")
+    if card:
+        from .card import card_path
+
+        out.print(f"wrote {card_path(path, fmt)} (dataset card: lineage, counts, how to load)")
 
 
 @models_app.command("train-tiny")

@@ -12,7 +12,8 @@ from .errors import UsageError
 from .store import Store
 
 As = Literal["datasets", "polars", "arrow"]
-ExportFormat = Literal["jsonl", "parquet", "hf"]
+ExportFormat = Literal["jsonl", "chat", "parquet", "hf"]
+EXPORT_FORMATS = ("jsonl", "chat", "parquet", "hf")
 
 
 def _store(store: Store | str | Path | None) -> Store:
@@ -127,14 +128,24 @@ def _row_hashes(table, columns: list[str]) -> dict[str, bytes]:
     return {i: xxhash.xxh3_128_digest(json.dumps(r, sort_keys=True, default=str).encode()) for i, r in zip(ids, rest)}
 
 
-def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Path | None = None) -> Path:
-    """Write a version for a downstream job: ``jsonl`` (one row per line, SFT rows in the chat
-    ``messages`` format TRL/axolotl/LLaMA-Factory read), ``parquet`` (one file) or ``hf``
-    (a ``datasets`` folder for ``load_from_disk``)."""
-    version = _store(store).resolve(ref)
+def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Path | None = None, card: bool = True) -> Path:
+    """Write a version for a downstream job: ``jsonl`` (every column, one row per line),
+    ``chat`` (only ``messages``, one conversation per line: what TRL, axolotl and
+    LLaMA-Factory load as they are), ``parquet`` (one file) or ``hf`` (a ``datasets`` folder
+    for ``load_from_disk``). With ``card`` (the default) a dataset card carrying the lineage is
+    written beside it (``curate.card``)."""
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"--format {fmt}: use {', '.join(EXPORT_FORMATS)}")
+    st = _store(store)
+    version = st.resolve(ref)
     out = Path(out)
     table = version.table()
-    if fmt == "jsonl":
+    if fmt == "chat":
+        if "messages" not in table.column_names:
+            raise UsageError(f"--format chat writes conversations, but {ref} has text rows (columns: "
+                             f"{', '.join(table.column_names)}); use jsonl or parquet")
+        table = table.select(["messages"])
+    if fmt in ("jsonl", "chat"):
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w") as f:
             for batch in table.to_batches(max_chunksize=10_000):
@@ -144,10 +155,13 @@ def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Pa
 
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out, compression="zstd")
-    elif fmt == "hf":
+    else:
         import datasets
 
         datasets.Dataset(table).save_to_disk(str(out))
-    else:
-        raise UsageError(f"--format {fmt}: use jsonl, parquet or hf")
+    if card:
+        from .card import card_path, render_card
+
+        where = card_path(out, fmt)
+        where.write_text(render_card(st, version, ref, fmt, "." if fmt == "hf" else out.name), encoding="utf-8")
     return out

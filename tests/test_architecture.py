@@ -23,7 +23,8 @@ ALLOWED = {
     "models": CORE | {"models", "sources"},
     "calibrate": CORE | {"stages"},
     "pipeline": CORE | {"recipe", "models"},  # recipe: only Pipeline.from_recipe, imported inside the method
-    "versions": CORE,
+    "versions": CORE | {"card"},
+    "card": CORE,
     "report": CORE | {"pipeline"},
 }
 
