@@ -172,7 +172,7 @@ class SelectTarget(Stage):
                     stats["tasks"] = len(set(tasks))
                 else:
                     order = rds.round_robin(pool_emb, target_emb, k)
-        return self.split(table, score, order, k, stats, ctx)
+        return self.finish(table, score, order, k, stats, ctx)
 
     def dsir(self, pool_text: list[str], target_text: list[str], k: int, ctx: StageContext,
              stats: dict[str, int | float]) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +186,7 @@ class SelectTarget(Stage):
         stats["too_short"] = int((~eligible).sum())
         return log_w, dsir.gumbel_top_k(log_w, k, c.seed, eligible, noise=not c.top_k)
 
-    def split(self, table: pa.Table, score: np.ndarray, order: np.ndarray, k: int, stats: dict[str, int | float],
+    def finish(self, table: pa.Table, score: np.ndarray, order: np.ndarray, k: int, stats: dict[str, int | float],
               ctx: StageContext) -> StageOutput:
         c, n = self.config, table.num_rows
         keep = np.zeros(n, dtype=bool)
