@@ -187,7 +187,7 @@ class SelectTarget(Stage):
         return log_w, dsir.gumbel_top_k(log_w, k, c.seed, eligible, noise=not c.top_k)
 
     def finish(self, table: pa.Table, score: np.ndarray, order: np.ndarray, k: int, stats: dict[str, int | float],
-              ctx: StageContext) -> StageOutput:
+               ctx: StageContext) -> StageOutput:
         c, n = self.config, table.num_rows
         keep = np.zeros(n, dtype=bool)
         keep[order] = True
