@@ -220,6 +220,17 @@ def validation_problems(err: ValidationError, model: type[BaseModel] | None = No
     return out
 
 
+def with_columns(table: pa.Table, columns: dict[str, pa.Array | pa.ChunkedArray]) -> pa.Table:
+    """``table`` with ``columns`` set: a column of that name is replaced in place (a stage
+    that runs twice replaces its own output), any other is appended."""
+    for name, values in columns.items():
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, values)
+        else:
+            table = table.append_column(name, values)
+    return table
+
+
 def split(
     table: pa.Table,
     keep: list[bool] | pa.Array,

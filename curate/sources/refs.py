@@ -46,6 +46,13 @@ def describe(spec: DataSpec) -> str:
     return str(spec)
 
 
+def names_a_file(spec: str) -> bool:
+    """Whether a string reference means a file (an existing one, one ending like a data file,
+    or one written as a path) rather than a dataset name."""
+    path = Path(spec).expanduser()
+    return path.is_file() or path.suffix in (*FILE_KINDS, ".txt", ".json") or spec.startswith((".", "/", "~"))
+
+
 def resolve_data(spec: DataSpec, store: Any = None, what: str = "data") -> DataRef:
     """``spec`` (a source mapping, a local file or a dataset reference) as a ``DataRef``.
     ``what`` names the field in error messages (``select_target.target``)."""
@@ -56,7 +63,7 @@ def resolve_data(spec: DataSpec, store: Any = None, what: str = "data") -> DataR
     path = Path(spec).expanduser()
     if path.is_file():
         return DataRef(spec, hash_parts("file", path.name, hash_file(path)), lambda: read_file(path, what))
-    if path.suffix in (*FILE_KINDS, ".txt", ".json") or spec.startswith((".", "/", "~")):
+    if names_a_file(spec):
         raise SourceError(f"{what}: file {path} does not exist")
     from ..store import Store
 
@@ -111,7 +118,7 @@ def resolve_recipe_data(value: Any, base: Path, path_keys: tuple[str, ...] = ("p
             return {k: _rebase(v, base) if k in path_keys else v for k, v in value.items()}
         return {k: resolve_recipe_data(v, base, path_keys) if k == "data" else v for k, v in value.items()}
     if isinstance(value, str) and value != "input" and not Path(value).expanduser().is_absolute() and (
-            value.startswith(".") or Path(value).suffix in (*FILE_KINDS, ".txt", ".json") or (base / value).exists()):
+            names_a_file(value) or (base / value).exists()):
         return str(base / value)  # "input" is mix's word for the rows flowing in, never a path
     return value
 

@@ -50,7 +50,7 @@ from ..errors import StageError
 from ..models import embeddings
 from ..models.base import LM, Sampling, Track
 from ..records import prompt_messages, prompt_of, response_of, shape_of
-from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
 from .answers import AnswerKind, Extracted, extract_answer, same_answer
 
 # BSDetector's reflection prompt, and a second wording of it (the paper asks two and averages).
@@ -233,6 +233,5 @@ class Confidence(ConfidenceStage):
         o = scorer.consistency(responses, samples)
         s = scorer.reflection([prompt_of(m) for m in rows], responses)
         conf = scorer.combine(o, s)
-        out = (table.append_column("confidence", nullable(conf)).append_column("consistency", nullable(o))
-               .append_column("reflection", nullable(s)))
+        out = with_columns(table, {"confidence": nullable(conf), "consistency": nullable(o), "reflection": nullable(s)})
         return split(out, [True] * len(out), "none")

@@ -61,7 +61,7 @@ from pydantic import Field, model_validator
 from ..errors import StageError
 from ..models.base import Sampling
 from ..records import prompt_messages, shape_of, texts
-from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
 from . import allocate
 from .answers import MATH_VERIFY_MISSING, AnswerKind
 from .textstats import approx_token_counts
@@ -199,7 +199,7 @@ class Difficulty(Stage):
         else:
             d = self._ranked(table, gid, n_groups)
         row_d = d[gid] if n else np.zeros(0)
-        table = _set_column(table, "difficulty", pa.array(row_d, pa.float64(), mask=np.isnan(row_d)))
+        table = with_columns(table, {"difficulty": pa.array(row_d, pa.float64(), mask=np.isnan(row_d))})
 
         known = ~np.isnan(d)
         median = float(np.median(d[known])) if known.any() else math.nan
@@ -354,9 +354,3 @@ def _fail_rate(gid: np.ndarray, n_groups: int, right: np.ndarray, wrong: np.ndar
     f = np.bincount(gid, weights=wrong.astype(np.float64), minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(t + f > 0, f / (t + f), math.nan)
-
-
-def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    if name in table.column_names:  # a second difficulty step replaces the first's column
-        return table.set_column(table.column_names.index(name), name, values)
-    return table.append_column(name, values)

@@ -39,9 +39,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
-from ..errors import CurateError, StageError
+from ..errors import StageError
 from ..records import shape_of, texts
-from ..sources.refs import FILE_KINDS, DataRef, resolve_data
+from ..sources.refs import DataRef, names_a_file, resolve_data
 from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split
 from .textstats import approx_tokens
 
@@ -52,12 +52,7 @@ def default_name(data: str | dict) -> str:
     """``input``, a file's name, a source mapping's type, or the dataset reference."""
     if isinstance(data, dict):
         return str(data.get("type"))
-    return Path(data).name if _is_file(data) else data
-
-
-def _is_file(spec: str) -> bool:
-    path = Path(spec).expanduser()
-    return path.is_file() or path.suffix in (*FILE_KINDS, ".txt", ".json") or spec.startswith((".", "/", "~"))
+    return Path(data).name if names_a_file(data) else data
 
 
 class MixComponent(StageConfig):
@@ -118,13 +113,7 @@ class Mix(Stage):
     config: MixConfig
 
     def _ref(self, i: int, store: Any) -> DataRef:
-        what = f"{self.name}.components[{i}].data"
-        try:
-            return resolve_data(self.config.components[i].data, store, what)
-        except CurateError as e:  # the store's "no dataset named ..." does not say which field
-            if str(e).startswith(what):
-                raise
-            raise type(e)(f"{what}: {e}") from None
+        return resolve_data(self.config.components[i].data, store, f"{self.name}.components[{i}].data")
 
     def dependencies(self, store: Any) -> list[str]:
         return [self._ref(i, store).fingerprint for i, c in enumerate(self.config.components) if not c.is_input]
@@ -197,7 +186,7 @@ class Mix(Stage):
 
     def _load(self, i: int, ctx: StageContext) -> pa.Table:
         data = self.config.components[i].data
-        if ctx.store is None and isinstance(data, str) and not _is_file(data):
+        if ctx.store is None and isinstance(data, str) and not names_a_file(data):
             raise StageError(f"mix.components[{i}].data: '{data}' is a dataset reference and needs a store "
                              "(run it inside a pipeline)")
         return self._ref(i, ctx.store).load()

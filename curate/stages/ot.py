@@ -45,6 +45,7 @@ DEFAULT_EPSILON = 0.1
 DEFAULT_BATCH = 2000
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_MAX_ITERATIONS = 2000
+POT_MISSING = "select_target method got_d needs POT (Python Optimal Transport): pip install 'curate[embed]' (or pip install pot)"
 MIN_BLOCK = 2**24  # costs per column block, at least (see candidate_potentials)
 
 
@@ -69,7 +70,7 @@ def candidate_potentials(
     try:
         import ot
     except ImportError:
-        raise StageError("select_target method got_d needs POT (Python Optimal Transport): pip install 'curate[embed]' (or pip install pot)") from None
+        raise StageError(POT_MISSING) from None
     pool = np.ascontiguousarray(pool, dtype=np.float32)
     target = np.ascontiguousarray(target, dtype=np.float32)
     n, t = len(pool), len(target)

@@ -37,7 +37,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from ..records import prompt_messages, prompt_of, response_of
-from ..stage import StageContext, StageOutput, split
+from ..stage import StageContext, StageOutput, split, with_columns
 from .answers import check_answer
 from .confidence import (
     ConfidenceConfig,
@@ -120,14 +120,15 @@ class Rectify(ConfidenceStage):
             messages[i] = _with_response(rows[i], text)
         out = table
         if replacement:
-            out = _replace_column(out, "messages", pa.array(messages, table.schema.field("messages").type))
+            out = with_columns(out, {"messages": pa.array(messages, table.schema.field("messages").type)})
             if "verified" in out.column_names:  # the correction passed verify (or had no reference)
-                out = _replace_column(out, "verified", pa.array(
-                    ["true" if i in replacement and refs[i] else v for i, v in enumerate(verified)], pa.string()))
-        out = (out.append_column("confidence", nullable(conf)).append_column("consistency", nullable(cons))
-               .append_column("reflection", nullable(refl)).append_column("candidate_confidence", nullable(cand_conf))
-               .append_column("rectified", pa.array(rectified, pa.bool_()))
-               .append_column("original_response", pa.array(original, pa.string())))
+                out = with_columns(out, {"verified": pa.array(
+                    ["true" if i in replacement and refs[i] else v for i, v in enumerate(verified)], pa.string())})
+        out = with_columns(out, {
+            "confidence": nullable(conf), "consistency": nullable(cons), "reflection": nullable(refl),
+            "candidate_confidence": nullable(cand_conf), "rectified": pa.array(rectified, pa.bool_()),
+            "original_response": pa.array(original, pa.string()),
+        })
         reason = ["wrong_answer" if known_wrong[i] else "low_confidence" for i in range(n)]
         detail = [self._detail(i, conf, cons, refl, cand_conf, known_wrong[i]) if not keep[i] else None for i in range(n)]
         result = split(out, keep.tolist(), reason, detail)
@@ -200,10 +201,6 @@ def _f(v: float) -> str:
 
 def _column(table: pa.Table, name: str, n: int) -> list:
     return table.column(name).to_pylist() if name in table.column_names else [None] * n
-
-
-def _replace_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    return table.set_column(table.column_names.index(name), name, values)
 
 
 def _with_response(messages: list[dict], text: str) -> list[dict]:

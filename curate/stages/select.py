@@ -44,7 +44,7 @@ from ..errors import StageError
 from ..models import embeddings
 from ..records import texts
 from ..sources.refs import DataRef, DataSpec, resolve_data
-from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split
+from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split, with_columns
 from . import dsir, ot, rds
 
 
@@ -108,7 +108,7 @@ class SelectTarget(Stage):
     def __init__(self, config: StageConfig | dict | None = None, /, **overrides: Any):
         super().__init__(config, **overrides)
         if self.config.method == "got_d" and importlib.util.find_spec("ot") is None:
-            raise StageError("select_target method got_d needs POT (Python Optimal Transport): pip install 'curate[embed]' (or pip install pot)")
+            raise StageError(ot.POT_MISSING)
         if self.uses_embeddings:
             embeddings.require(self.name, self.config.embedder)
 
@@ -144,7 +144,8 @@ class SelectTarget(Stage):
         target_text = [t[: c.max_chars] for t in texts(target, target_field)]
         stats: dict[str, int | float] = {"candidates": n, "target_rows": target.num_rows}
         if n == 0:
-            return split(table.append_column("selection_score", pa.array([], pa.float64())), [], "not_selected").with_stats(stats)
+            return split(with_columns(table, {"selection_score": pa.array([], pa.float64())}), [],
+                         "not_selected").with_stats(stats)
 
         if c.method == "dsir":
             score, order = self.dsir(pool_text, target_text, k, ctx, stats)
@@ -200,5 +201,5 @@ class SelectTarget(Stage):
             detail = [d and d + "; Gumbel resampling keeps some lower scores" for d in detail]
         stats["selected"] = int(keep.sum())
         ctx.reporter.log(f"{self.name} ({c.method}): kept {int(keep.sum()):,} of {n:,} rows for target {self.config.target!r}")
-        table = table.append_column("selection_score", pa.array(score, pa.float64()))
+        table = with_columns(table, {"selection_score": pa.array(score, pa.float64())})
         return split(table, keep.tolist(), "not_selected", detail).with_stats(stats)

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from ..errors import StageError
 from ..records import texts
-from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
 from .answers import MATH_VERIFY_MISSING, AnswerKind, check_answer, extract_answer
 
 DEFAULT_ANSWER_COLUMN = "answer"
@@ -117,10 +117,7 @@ class Verify(Stage):
             "extracted_answer": [a for _, a, _ in results],
             "answer_rule": [r for _, _, r in results],
         }
-        for name, values in columns.items():
-            array = pa.array(values, pa.string())
-            table = (table.set_column(table.column_names.index(name), name, array) if name in table.column_names
-                     else table.append_column(name, array))  # a second verify replaces the first's columns
+        table = with_columns(table, {name: pa.array(values, pa.string()) for name, values in columns.items()})
         counts = Counter(verdicts)
         ctx.reporter.log(f"verify: {counts['true']:,} true, {counts['false']:,} false, {counts['unknown']:,} unknown "
                          f"of {len(verdicts):,} rows")
