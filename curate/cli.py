@@ -65,8 +65,12 @@ def run(
     from .report import funnel_table
 
     start = time.perf_counter()
-    pipeline = load_recipe(recipe).pipeline()
-    result = pipeline.run(store, force=force, until=until, reporter=RichReporter(err), workers=workers or os.cpu_count() or 1)
+    r = load_recipe(recipe)
+    pipeline = r.pipeline()
+    from .store import Store
+
+    st = Store(store)
+    result = pipeline.run(st, force=force, until=until, reporter=RichReporter(err), workers=workers or os.cpu_count() or 1)
     out.print(funnel_table(result))
     for line in result.describe_model_calls():
         out.print(line)
@@ -74,6 +78,24 @@ def run(
         out.print("no model calls: every step that uses a model was cached")
     state = "nothing to compute: every step was cached" if result.all_cached else "done"
     out.print(f"{state}; {result.final.num_rows:,} rows in {result.name} ({time.perf_counter() - start:.1f} s)")
+    if r.train is not None and until is None:
+        from .finetune import finetune_and_evaluate
+
+        done = finetune_and_evaluate(r.name, result.final, r.train, r.eval, r.models, st, pipeline.steps,
+                                     reporter=RichReporter(err))
+        _print_finished(done)
+        out.print(f"fine-tuned and evaluated ({time.perf_counter() - start:.1f} s in all)")
+
+
+def _print_finished(done) -> None:
+    for label, model, cached in done.models:
+        s = model.manifest["train"]
+        out.print(f"finetune {label}: {'cached' if cached else 'trained'} -> model {model.fingerprint} "
+                  f"({s['steps']} steps on {s['trained_rows']:,} rows, loss {s['first_loss']} -> {s['final_loss']}; "
+                  f"{model.model_path})", markup=False)
+    if done.table:
+        out.print(done.table, markup=False, highlight=False)
+        out.print(f"comparison table: {done.path}", markup=False)
 
 
 @app.command()
@@ -88,6 +110,9 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) 
         out.print(f"  model {name} ({spec.backend}): {spec.model_dump(mode='json', exclude_defaults=True)}")
     for step, stage in zip(p.steps, p.stages):
         out.print(f"  {step}: {stage!r}")
+    for key, section in (("train", r.train), ("eval", r.eval)):
+        if section is not None:
+            out.print(f"  {key}: {section.model_dump(mode='json', exclude_defaults=True)}", markup=False)
 
 
 @app.command("dedup-calibrate")
@@ -316,6 +341,140 @@ def models_serve(
     served = name or Path(model).name
     serve_forever(lm, host=host, port=port, model_name=served,
                   on_ready=lambda url: out.print(f"serving '{served}' at {url} (Ctrl-C stops)"))
+
+@app.command()
+def train(
+    target: Annotated[str, typer.Argument(help="A dataset reference (NAME, NAME@N, NAME/STEP), or a recipe YAML whose "
+                                               "train: section and final version to use.")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Base model: a local folder or a cached hub id "
+                                                 "(with a recipe: default its train.model).")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="lora | full")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the data.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps (overrides --epochs).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sequences per device per step.")] = None,
+    gradient_accumulation: Annotated[Optional[int], typer.Option("--grad-accum", help="Forward passes per step.")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Tokens per sequence.")] = None,
+    save_steps: Annotated[Optional[int], typer.Option("--save-steps", help="Checkpoint every N steps.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed.")] = None,
+    store: StoreOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Train again even if this exact model exists.")] = False,
+) -> None:
+    """Fine-tune a model on a dataset version (TRL SFT, LoRA or full); an interrupted run resumes from its last checkpoint."""
+    from pydantic import ValidationError
+
+    from .errors import RecipeError
+    from .models import ModelPool
+    from .stage import config_problems
+    from .store import Store
+    from .train import ModelStore, TrainConfig, resolve_base
+
+    st = Store(store)
+    given = {"model": model, "method": method, "epochs": epochs, "max_steps": max_steps, "learning_rate": learning_rate,
+             "batch_size": batch_size, "gradient_accumulation": gradient_accumulation, "max_length": max_length,
+             "save_steps": save_steps, "seed": seed}
+    given = {k: v for k, v in given.items() if v is not None}
+    models: dict = {}
+    if target.endswith((".yaml", ".yml")):
+        from .recipe import load_recipe
+
+        r = load_recipe(target)
+        if r.train is None:
+            raise UsageError(f"{target} has no train: section; give --model and a dataset reference instead")
+        base_cfg, ref, models = r.train.model_dump(exclude_defaults=True), r.name, r.models
+    else:
+        base_cfg, ref = {}, target
+    try:
+        config = TrainConfig(**{**base_cfg, **given})
+    except ValidationError as e:
+        raise RecipeError(config_problems(e, "train")) from None
+    version = st.resolve(ref)
+    reporter = RichReporter(err)
+    pool = ModelPool(models, reporter=reporter, store=st)
+    try:
+        base = resolve_base(config.model, pool, st, reporter)
+        trained, cached = ModelStore(st).train(version, ref, config, base, reporter, force=force)
+    finally:
+        pool.close()
+    s = trained.manifest["train"]
+    resumed = f", resumed from {s['resumed_from']}" if s.get("resumed_from") else ""
+    out.print(f"{'cached' if cached else 'trained'}: model {trained.fingerprint} on {ref} ({version.fingerprint}): "
+              f"{s['steps']} steps, loss {s['first_loss']} -> {s['final_loss']}{resumed}\n  weights: {trained.model_path}",
+              markup=False)
+
+
+@app.command("eval")
+def eval_(
+    models: Annotated[list[str], typer.Argument(help="Trained models (a fingerprint, or the dataset they were trained on) "
+                                                     "or local model folders.")],
+    data: Annotated[str, typer.Option("--data", help="Held-out set: a file with question + answer (+ solution), or a "
+                                                     "dataset reference.")],
+    kind: Annotated[str, typer.Option("--kind", help="How answers compare: math | number | text.")] = "math",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens generated per answer.")] = 512,
+    instruction: Annotated[Optional[str], typer.Option("--instruction", help="Appended to every question.")] = None,
+    table_out: Annotated[Optional[Path], typer.Option("--out", help="Write the comparison table here (.md, and .csv beside).")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a held-out set with each model, check the answers, and compare accuracy (95% CI) and held-out loss."""
+    from .errors import StoreError
+    from .evaluate import comparison_table, write_comparison
+    from .finetune import _run_eval
+    from .store import Store
+    from .train import ModelStore
+    from .train.config import EvalConfig
+
+    st = Store(store)
+    registry = ModelStore(st)
+    evaluation = EvalConfig(data=data, kind=kind, max_tokens=max_tokens, instruction=instruction)  # type: ignore[arg-type]
+    from .evaluate import load_eval_set
+
+    items = load_eval_set(evaluation.data, st)
+    rows = []
+    for ref in models:
+        if Path(ref).is_dir():
+            row = {"label": ref, "dataset": "-", "dataset_fingerprint": "", "rows": 0, "train_loss": None}
+            path = ref
+        else:
+            try:
+                m = registry.resolve(ref)
+            except StoreError as e:
+                raise UsageError(str(e)) from None
+            row = {"label": m.name, "dataset": m.name, "dataset_fingerprint": m.manifest["dataset"]["fingerprint"],
+                   "rows": m.manifest["dataset"]["rows"], "train_loss": m.manifest["train"]["final_loss"],
+                   "model": m.fingerprint}
+            path = str(m.model_path)
+        rows.append({**row, "eval": _run_eval(path, row["label"], items, evaluation, RichReporter(err))})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    out.print(comparison_table(rows), markup=False, highlight=False)
+    if table_out is not None:
+        write_comparison(rows, table_out)
+        out.print(f"wrote {table_out}", markup=False)
+
+
+@models_app.command("list")
+def models_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Trained models, newest first: what they were trained on, how, and their evaluations."""
+    from .store import Store
+    from .train import ModelStore
+
+    found = ModelStore(Store(store)).list()
+    if as_json:
+        out.print_json(json.dumps([m.manifest for m in found]))
+        return
+    if not found:
+        out.print("no trained models yet (curate train, or a recipe's train: section)")
+        return
+    table = Table("model", "trained on", "dataset version", "rows", "base", "method", "steps", "loss", "evals", "created")
+    for m in found:
+        t, d = m.manifest["train"], m.manifest["dataset"]
+        evals = len(list((m.path / "evals").glob("*.json"))) if (m.path / "evals").is_dir() else 0
+        table.add_row(m.fingerprint, m.name, d["fingerprint"], f"{d['rows']:,}", m.manifest["base"]["label"],
+                      m.manifest["method"], str(t["steps"]), f"{t['first_loss']} -> {t['final_loss']}", str(evals),
+                      m.manifest["created"])
+    out.print(table)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from .pipeline import Pipeline, RecipeInfo, step_names
 from .stage import RECIPE_DATA, RECIPE_PATHS, Stage, validation_problems
 from .store import _NAME_RE
 
-TOP_KEYS = ("name", "description", "source", "input", "models", "pipeline", "overrides", "stages")
+TOP_KEYS = ("name", "description", "source", "input", "models", "pipeline", "overrides", "stages", "train", "eval")
 PATH_KEYS = ("path",)  # source keys holding paths, resolved against the recipe's folder
 
 Loc = tuple[Any, ...]
@@ -50,6 +50,8 @@ class Recipe:
     sha256: str
     description: str = ""
     models: dict[str, Any] = field(default_factory=dict)
+    train: Any = None  # curate.train.TrainConfig: fine-tune on the final version (and the baselines)
+    eval: Any = None  # curate.train.EvalConfig: the held-out set every trained model answers
 
     def pipeline(self) -> Pipeline:
         return Pipeline(self.stages, self.source, self.name, RecipeInfo(str(self.path), self.sha256), self.models)
@@ -107,9 +109,48 @@ def load_recipe(path: str | Path, check_inputs: bool = True) -> Recipe:
     models = _models(data, path, problems)
     stages = _stages(data, problems, REGISTRY, PIPELINES, path.parent)
     _check_model_refs(data, stages, data.get("models") if isinstance(data.get("models"), dict) else {}, problems)
+    train, evaluation = _training(data, path.parent, problems)
     problems.raise_if_any()
     return Recipe(path, name, source, stages, hashlib.sha256(text.encode()).hexdigest(), data.get("description") or "",
-                  models)
+                  models, train, evaluation)
+
+
+def _training(data: dict, base: Path, problems: _Problems) -> tuple[Any, Any]:
+    """The ``train:`` and ``eval:`` sections: what to fine-tune on the chain's output, and
+    the held-out set the trained models answer."""
+    from .sources.refs import resolve_recipe_data
+    from .train.config import EvalConfig, TrainConfig
+
+    out: list[Any] = []
+    for key, cls in (("train", TrainConfig), ("eval", EvalConfig)):
+        section = data.get(key)
+        if section is None:
+            out.append(None)
+            continue
+        if not isinstance(section, dict):
+            problems.add((key,), f"a mapping of {key} settings ({', '.join(cls.model_fields)})")
+            out.append(None)
+            continue
+        values = dict(section)
+        if key == "train" and _is_local(values.get("model"), base):
+            values["model"] = _resolve_paths(values["model"], base)
+        if key == "eval" and "data" in values:
+            values["data"] = resolve_recipe_data(values["data"], base, PATH_KEYS)
+        try:
+            out.append(cls(**values))
+        except ValidationError as e:
+            for loc, msg in validation_problems(e, cls):
+                problems.add((key, *loc), msg)
+            out.append(None)
+    train, evaluation = out
+    if evaluation is not None and train is None:
+        problems.add(("eval",), "eval: grades the models train: makes; add a train: section")
+    if train is not None:
+        models = data.get("models") if isinstance(data.get("models"), dict) else {}
+        if train.model in models and (models[train.model] or {}).get("backend", "transformers") != "transformers":
+            problems.add(("train", "model"), f"'{train.model}' is a {models[train.model].get('backend')} model; "
+                         "fine-tuning needs a transformers entry, a local folder or a cached hub id")
+    return train, evaluation
 
 
 def _models(data: dict, path: Path, problems: _Problems) -> dict[str, Any]:

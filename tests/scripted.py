@@ -5,6 +5,7 @@ known model behaviour (METHODS 1(e): mock LLM callables)."""
 from __future__ import annotations
 
 import re
+import zlib
 
 import numpy as np
 
@@ -66,3 +67,58 @@ class Pool:
 
     def identity(self, name: str) -> str:
         return self.lms[name].identity()
+
+
+class ScriptedScorer(ScriptedLM):
+    """A ``ScriptedLM`` that also scores: a target's tokens are its words, each with
+    log-probability ``-nll[target]`` (1.0 when not given), so a loss's arithmetic can be
+    checked by hand."""
+
+    def __init__(self, answers: dict[str, list[str]], nll: dict[str, float] | None = None):
+        super().__init__(answers)
+        self.nll = nll or {}
+        self.scored: list[tuple[str, str]] = []  # (context, target) pairs scored
+
+    def _logprobs(self, pairs):
+        self.scored.extend(pairs)
+        return [np.full(len(t.split()), -self.nll.get(t, 1.0), dtype=np.float32) for _, t in pairs]
+
+
+class BernoulliTeacher(LM):
+    """A stand-in teacher for rejection sampling: on question q it answers correctly with
+    probability ``p[q]`` ("... \\boxed{answers[q]}"), else "The answer is \\boxed{42}"; each
+    sample's coin depends only on (question, sampling seed, sample index), as a seeded model's
+    would. ``log`` holds (question, seed, index, correct, response) for every sample it wrote."""
+
+    backend = "scripted"
+
+    def __init__(self, p: dict[str, float], answers: dict[str, str], name: str = "teacher"):
+        super().__init__(name)
+        self.p, self.answers = p, answers
+        self.log: list[tuple[str, int, int, bool, str]] = []
+        self.requests: list[tuple[int, int, int]] = []  # (prompts, n, seed) per uncached call
+
+    def identity(self) -> str:
+        return "bernoulli-teacher"
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def _logprobs(self, pairs):
+        raise AssertionError("a teacher only samples")
+
+    def _generate(self, prompts, sampling: Sampling):
+        self.requests.append((len(prompts), sampling.n, sampling.seed))
+        out = []
+        for p in prompts:
+            q = p[-1]["content"]
+            key = zlib.crc32(q.encode())
+            ys = []
+            for i in range(sampling.n):
+                right = np.random.default_rng([key, sampling.seed, i]).random() < self.p[q]
+                y = (f"Working it out step by step. The answer is \\boxed{{{self.answers[q]}}}." if right
+                     else "The answer is \\boxed{42}.")
+                self.log.append((q, sampling.seed, i, bool(right), y))
+                ys.append(y)
+            out.append(ys)
+        return out

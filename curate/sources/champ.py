@@ -61,6 +61,9 @@ class ChampConfig(StageConfig):
     """Only these prompt settings (0-Shot, 5-Shot, 1/3 Soln, No C w/ H, ...)."""
     categories: list[str] | None = Field(None, min_length=1)
     """Only problems of these categories (Combinatorics, Inequality, Number-Theory, Polynomial, Sequence)."""
+    exclude_problems: list[str] | None = None
+    """Leave these problems out (ids such as P_Combinatorics_1): e.g. the held-out evaluation
+    problems, when this data trains a model that will be evaluated on them."""
     limit_problems: int | None = Field(None, ge=1)
     """Only the first N problems, in the data's order (for demos and tests)."""
 
@@ -186,8 +189,13 @@ class ChampSource(Source):
         ctx = ctx or StageContext()
         (_, path), = self.input_files()
         problems = list(_load(path)["problems"].items())[: self.config.limit_problems]
+        unknown = sorted(set(self.config.exclude_problems or ()) - set(_load(path)["problems"]))
+        if unknown:
+            raise SourceError(f"champ source: exclude_problems names problems CHAMP does not have: {', '.join(unknown)}")
         if self.config.categories:
             problems = [(pid, p) for pid, p in problems if p["category"] in self.config.categories]
+        if self.config.exclude_problems:
+            problems = [(pid, p) for pid, p in problems if pid not in set(self.config.exclude_problems)]
         models = set(self.config.models or ())
         settings = set(self.config.prompt_settings or ())
         names = ("id", "messages", "answer", "category", "model", "prompt_setting", "problem_id", "finish_reason", "source")

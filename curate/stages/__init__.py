@@ -4,6 +4,7 @@ the docs are generated from it and from the config classes."""
 from __future__ import annotations
 
 from ..stage import Stage
+from .augment import Augment
 from .confidence import Confidence
 from .decontaminate import Decontaminate
 from .dedup import ExactDedup
@@ -19,11 +20,11 @@ from .verify import Verify
 
 REGISTRY: dict[str, type[Stage]] = {
     cls.name: cls
-    for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, MinhashDedup, Mix, PerplexityFilter,
+    for cls in (Augment, Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, MinhashDedup, Mix, PerplexityFilter,
                 Rectify, SelectTarget, SemanticDedup, Verify)
 }
 
 __all__ = [
-    "REGISTRY", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "Mix",
+    "REGISTRY", "Augment", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "Mix",
     "PerplexityFilter", "Rectify", "SelectTarget", "SemanticDedup", "Verify",
 ]

@@ -1,0 +1,118 @@
+"""The end of a recipe: fine-tune on the curated version (and on its baselines, e.g. the raw
+pool), evaluate every model on the held-out set, write the comparison table.
+
+    curate run recipes/math_sft.yaml   # the chain, then train: and eval:
+
+Each training is a versioned model (``curate.train.artifacts``): rerunning an unchanged
+recipe trains nothing and evaluates nothing (evaluations are stored with the model, keyed
+by the held-out set's content and the eval settings). The table goes to
+``<store>/reports/<name>/comparison.md`` (and ``.csv``) and is printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .fingerprint import hash_parts
+from .store import Store, Version
+from .train import ModelStore, TrainConfig, TrainedModel, resolve_base
+from .train.config import EvalConfig
+
+EVAL_VERSION = "1"
+SOURCE_STEP = "source"
+
+
+@dataclass
+class Finished:
+    """What training and evaluation produced: the models (label, model, cached) and the
+    comparison rows; ``table`` is the Markdown the run printed."""
+
+    models: list[tuple[str, TrainedModel, bool]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    table: str = ""
+    path: Path | None = None
+
+
+def training_targets(name: str, final: Version, config: TrainConfig, store: Store, steps: list[str]) -> list[tuple[str, Version]]:
+    """(label, version) for the curated set and each baseline: a step of this recipe
+    (``source``: the raw pool), labelled ``NAME/STEP``, or any dataset reference."""
+    out = [(name, final)]
+    for ref in config.baselines:
+        label = f"{name}/{ref}" if ref in steps else ref
+        out.append((label, store.resolve(label)))
+    return out
+
+
+def finetune_and_evaluate(name: str, final: Version, train: TrainConfig, evaluation: EvalConfig | None,
+                          models: dict[str, Any], store: Store, steps: list[str], reporter: Any = None,
+                          force: bool = False) -> Finished:
+    """Train ``train.model`` on ``final`` and on the baselines, evaluate each (and the base
+    model) on ``evaluation.data``, and write the comparison table."""
+    from .models import ModelPool
+
+    pool = ModelPool(models, reporter=reporter, store=store)
+    done = Finished()
+    try:
+        base = resolve_base(train.model, pool, store, reporter)
+        registry = ModelStore(store)
+        for label, version in training_targets(name, final, train, store, [SOURCE_STEP, *steps]):
+            model, cached = registry.train(version, label, train, base, reporter, force=force)
+            if reporter is not None:
+                s = model.manifest["train"]
+                reporter.log(f"finetune {label}: {'cached' if cached else 'trained'} {model.fingerprint} "
+                             f"({s['steps']} steps, loss {s['first_loss']} -> {s['final_loss']})")
+            done.models.append((label, model, cached))
+        if evaluation is None:
+            return done
+        from .evaluate import load_eval_set
+
+        items = load_eval_set(evaluation.data, store)
+        eval_fp = hash_parts("eval", [(i.id, i.question, i.answer, i.solution) for i in items],
+                             evaluation.model_dump(mode="json", exclude={"data", "base"}), EVAL_VERSION)
+        if evaluation.base:
+            done.rows.append({"label": f"{base.label} (base, not fine-tuned)", "dataset": "-", "dataset_fingerprint": "",
+                              "rows": 0, "train_loss": None,
+                              "eval": _evaluate_base(base, items, evaluation, eval_fp, store, reporter)})
+        for label, model, _ in done.models:
+            result = registry.load_eval(model, eval_fp)
+            if result is None or force:
+                result = _run_eval(str(model.model_path), label, items, evaluation, reporter)
+                registry.save_eval(model, eval_fp, result)
+            s = model.manifest["train"]
+            done.rows.append({"label": label, "dataset": model.name, "dataset_fingerprint": model.manifest["dataset"]["fingerprint"],
+                              "rows": model.manifest["dataset"]["rows"], "train_loss": s["final_loss"],
+                              "model": model.fingerprint, "eval": result})
+        from .evaluate import comparison_table, write_comparison
+
+        done.table = comparison_table(done.rows)
+        done.path, _ = write_comparison(done.rows, store.root / "reports" / name / "comparison.md")
+        return done
+    finally:
+        pool.close()
+
+
+def _evaluate_base(base: Any, items: list, evaluation: EvalConfig, eval_fp: str, store: Store, reporter: Any) -> dict:
+    import json
+
+    path = store.root / "reports" / "base-evals" / f"{hash_parts(base.identity, eval_fp)}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = _run_eval(str(base.path), base.label, items, evaluation, reporter)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _run_eval(model_path: str, label: str, items: list, evaluation: EvalConfig, reporter: Any) -> dict:
+    from .evaluate import evaluate
+    from .models import ModelPool
+
+    pool = ModelPool({label: {"backend": "transformers", "model": model_path}}, reporter=reporter)
+    try:
+        result = evaluate(pool.get(label), items, kind=evaluation.kind, max_tokens=evaluation.max_tokens,
+                          system_prompt=evaluation.system_prompt, instruction=evaluation.instruction, reporter=reporter)
+    finally:
+        pool.close()
+    return result.to_json()
