@@ -419,7 +419,7 @@ def eval_(
     """Answer a held-out set with each model, check the answers, and compare accuracy (95% CI) and held-out loss."""
     from .errors import StoreError
     from .evaluate import comparison_table, write_comparison
-    from .finetune import _run_eval
+    from .finetune import run_eval
     from .store import Store
     from .train import ModelStore
     from .train.config import EvalConfig
@@ -444,7 +444,7 @@ def eval_(
                    "rows": m.manifest["dataset"]["rows"], "train_loss": m.manifest["train"]["final_loss"],
                    "model": m.fingerprint}
             path = str(m.model_path)
-        rows.append({**row, "eval": _run_eval(path, row["label"], items, evaluation, RichReporter(err))})
+        rows.append({**row, "eval": run_eval(path, row["label"], items, evaluation, RichReporter(err)).to_json()})
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -470,7 +470,7 @@ def models_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     table = Table("model", "trained on", "dataset version", "rows", "base", "method", "steps", "loss", "evals", "created")
     for m in found:
         t, d = m.manifest["train"], m.manifest["dataset"]
-        evals = len(list((m.path / "evals").glob("*.json"))) if (m.path / "evals").is_dir() else 0
+        evals = len(list((m.path / "evals").glob("*/eval.json")))
         table.add_row(m.fingerprint, m.name, d["fingerprint"], f"{d['rows']:,}", m.manifest["base"]["label"],
                       m.manifest["method"], str(t["steps"]), f"{t['first_loss']} -> {t['final_loss']}", str(evals),
                       m.manifest["created"])

@@ -78,8 +78,9 @@ def finetune_and_evaluate(name: str, final: Version, train: TrainConfig, evaluat
         for label, model, _ in done.models:
             result = registry.load_eval(model, eval_fp)
             if result is None or force:
-                result = _run_eval(str(model.model_path), label, items, evaluation, reporter)
-                registry.save_eval(model, eval_fp, result)
+                evaluated = run_eval(str(model.model_path), label, items, evaluation, reporter)
+                evaluated.write(registry.eval_dir(model, eval_fp))
+                result = evaluated.to_json()
             s = model.manifest["train"]
             done.rows.append({"label": label, "dataset": model.name, "dataset_fingerprint": model.manifest["dataset"]["fingerprint"],
                               "rows": model.manifest["dataset"]["rows"], "train_loss": s["final_loss"],
@@ -96,16 +97,16 @@ def finetune_and_evaluate(name: str, final: Version, train: TrainConfig, evaluat
 def _evaluate_base(base: Any, items: list, evaluation: EvalConfig, eval_fp: str, store: Store, reporter: Any) -> dict:
     import json
 
-    path = store.root / "reports" / "base-evals" / f"{hash_parts(base.identity, eval_fp)}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    result = _run_eval(str(base.path), base.label, items, evaluation, reporter)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    folder = store.root / "reports" / "base-evals" / hash_parts(base.identity, eval_fp)
+    if (folder / "eval.json").is_file():
+        return json.loads((folder / "eval.json").read_text())
+    result = run_eval(str(base.path), base.label, items, evaluation, reporter)
+    result.write(folder)
     return result
 
 
-def _run_eval(model_path: str, label: str, items: list, evaluation: EvalConfig, reporter: Any) -> dict:
+def run_eval(model_path: str, label: str, items: list, evaluation: EvalConfig, reporter: Any) -> Any:
+    """``curate.evaluate.evaluate`` of the model in ``model_path`` (an ``EvalResult``)."""
     from .evaluate import evaluate
     from .models import ModelPool
 
@@ -115,4 +116,4 @@ def _run_eval(model_path: str, label: str, items: list, evaluation: EvalConfig, 
                           system_prompt=evaluation.system_prompt, instruction=evaluation.instruction, reporter=reporter)
     finally:
         pool.close()
-    return result.to_json()
+    return result

@@ -56,6 +56,8 @@ def test_main_job_runs_caches_and_recomputes_on_force(main_run):
     assert t_again < t_first / 3, (t_first, t_again)
 
     assert "no model calls" in again.stdout
+    # nor is a model trained again: the finetune step's models are keyed by data, base and settings
+    assert "finetune math_sft: cached" in again.stdout and "finetune math_sft/source: cached" in again.stdout
 
     forced = run_cli("run", RECIPE, "--store", str(isolated_store), "--force")
     assert forced.returncode == 0 and "every step was cached" not in forced.stdout
@@ -123,6 +125,35 @@ def test_main_job_selects_toward_the_category_it_names_and_allocates_by_difficul
     full = sorted((difficulty[p], kept[p]) for p, n in available.items() if n >= 12 and difficulty[p] is not None)
     tenth = max(1, len(full) // 10)
     assert sum(k for _, k in full[-tenth:]) >= 3 * sum(k for _, k in full[:tenth])
+
+
+def test_main_job_ends_with_finetune_and_eval_and_writes_the_comparison_table(main_run):
+    store, first, _ = main_run
+    assert first.returncode == 0, first.stderr
+    show = lambda ref: json.loads(run_cli("datasets", "show", ref, "--json", "--store", str(store)).stdout)  # noqa: E731
+    listed = run_cli("models", "list", "--json", "--store", str(store))
+    assert listed.returncode == 0, listed.stderr
+    models = {m["name"]: m for m in json.loads(listed.stdout)}
+    # the curated set and the raw pool, each trained the same way from the same base
+    assert set(models) == {"math_sft", "math_sft/source"}
+    assert models["math_sft"]["dataset"]["fingerprint"] == show("math_sft")["fingerprint"]
+    assert models["math_sft/source"]["dataset"]["fingerprint"] == show("math_sft/source")["fingerprint"]
+    assert len({m["base"]["identity"] for m in models.values()}) == 1
+    for m in models.values():
+        assert m["train"]["steps"] == 120 and m["train"]["final_loss"] < m["train"]["first_loss"], m["train"]
+        model_dir = store / "models" / m["fingerprint"]
+        log = [json.loads(line) for line in (model_dir / "log.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in log] == list(range(1, 121))
+        evals = [json.loads(p.read_text()) for p in (model_dir / "evals").glob("*/eval.json")]
+        assert len(evals) == 1 and evals[0]["n"] == 10 and evals[0]["ci_low"] <= evals[0]["accuracy"] <= evals[0]["ci_high"]
+        assert evals[0]["loss"] > 0 and evals[0]["loss_tokens"] > 1000
+    table = (store / "reports" / "math_sft" / "comparison.md").read_text()
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert "accuracy [95% CI]" in lines[0] and "held-out loss" in lines[0]
+    labels = [line.split("|")[1].strip() for line in lines[2:]]
+    assert labels == ["ref_lm (base, not fine-tuned)", "math_sft", "math_sft/source"]
+    assert all(re.search(r"\d+\.\d% \[\d+\.\d, \d+\.\d\] \| \d+ / 10 \|", line) for line in lines[2:]), table
+    assert table.strip() in first.stdout.replace("\r", "")
 
 
 def test_sigkill_during_a_later_stage_then_rerun_matches_uninterrupted(tmp_path, main_run):

@@ -9,7 +9,8 @@
       log.jsonl            loss, learning rate and gradient norm per step
       model/               weights any tool loads (LoRA adapters merged in) + tokenizer
       adapter/             the LoRA adapter on its own (method: lora)
-      evals/<fp>.json      evaluations (``curate eval``), one per held-out set and settings
+      evals/<fp>/          evaluations, one per held-out set and settings: eval.json (written
+                           last) and eval_items.jsonl (each question, answer and verdict)
     .curate/models/tmp/<fingerprint>/   checkpoints of a training under way (resumed from)
 
 A model's fingerprint is hash(dataset version fingerprint, base model identity, the settings
@@ -150,14 +151,12 @@ class ModelStore:
         shutil.rmtree(work, ignore_errors=True)
         return self.get(fp), False
 
-    def save_eval(self, model: TrainedModel, eval_fingerprint: str, result: dict[str, Any]) -> Path:
-        path = model.path / "evals" / f"{eval_fingerprint}.json"
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(path)
-        return path
+    @staticmethod
+    def eval_dir(model: TrainedModel, eval_fingerprint: str) -> Path:
+        """Where an evaluation of ``model`` is kept (``eval.json``, written last, and
+        ``eval_items.jsonl``: every question, answer and verdict)."""
+        return model.path / "evals" / eval_fingerprint
 
     def load_eval(self, model: TrainedModel, eval_fingerprint: str) -> dict[str, Any] | None:
-        path = model.path / "evals" / f"{eval_fingerprint}.json"
+        path = self.eval_dir(model, eval_fingerprint) / "eval.json"
         return json.loads(path.read_text()) if path.is_file() else None
