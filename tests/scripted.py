@@ -122,3 +122,42 @@ class BernoulliTeacher(LM):
                 ys.append(y)
             out.append(ys)
         return out
+
+
+def numbered_items(items: list[tuple[str, str, str]]) -> str:
+    """``(question, solution, final answer)`` items in LLM2LLM's answer format."""
+    return "Here are the new problems:\n\n" + "".join(
+        f"{k}. Question: {q}\nAnswer: {s}\n#### {a}\n\n" for k, (q, s, a) in enumerate(items, 1))
+
+
+class ItemTeacher(LM):
+    """A stand-in LLM2LLM teacher: it reads the seed question from each request and answers
+    ``write(question, sampling_seed, n)`` (the text of a response; ``n`` is how many problems
+    the request asks for). ``requests`` holds (question, n, seed, shows kept problems) for
+    every request it answered."""
+
+    backend = "scripted"
+
+    def __init__(self, write, name: str = "teacher"):
+        super().__init__(name)
+        self.write = write
+        self.requests: list[tuple[str, int, int, bool]] = []
+
+    def identity(self) -> str:
+        return "item-teacher"
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def _logprobs(self, pairs):
+        raise AssertionError("a teacher only samples")
+
+    def _generate(self, prompts, sampling: Sampling):
+        out = []
+        for chat in prompts:
+            # [system, example request, example response, the request(, kept problems, "now generate more")]
+            q = re.search(r"following question:\n\n(.*?)\n\nThe answer key", chat[3]["content"], re.DOTALL).group(1)
+            n = int(re.search(r"generate (\d+) ", chat[-1]["content"]).group(1))
+            self.requests.append((q, n, sampling.seed, len(chat) > 4))
+            out.append([self.write(q, sampling.seed, n)])
+        return out

@@ -253,8 +253,3 @@ def test_input_errors_name_the_missing_column():
 def test_bad_config_is_a_recipe_error_naming_the_field(args, field):
     with pytest.raises(RecipeError, match=field):
         Augment(model="t", kind="number", **args)
-
-
-def test_llm2llm_is_not_here_yet():
-    with pytest.raises(StageError, match="llm2llm"):
-        run(Augment(model="t", method="llm2llm", kind="number"), prompts(2), teacher([0.5, 0.5]))

@@ -127,6 +127,18 @@ def test_assistant_only_loss_splits_each_conversation_at_its_last_reply():
     assert rows == [{"messages": conv}]
 
 
+def test_a_half_written_checkpoint_is_never_resumed_from(tmp_path):
+    from curate.train.sft import CHECKPOINT_FILES, last_checkpoint
+
+    for step, files in ((5, [*CHECKPOINT_FILES, "model.safetensors"]), (10, ["model.safetensors", "optimizer.pt"])):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for f in files:
+            (folder / f).write_text("x")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-5"
+    assert not (tmp_path / "checkpoint-10").exists()  # a kill during the save of step 10 left it incomplete
+
+
 def test_train_config_errors_name_the_field(tmp_path):
     from curate.recipe import load_recipe
 

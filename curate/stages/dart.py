@@ -80,6 +80,10 @@ from .verify import BATCH_ROWS, verify_batch
 if TYPE_CHECKING:
     from .augment import AugmentConfig
 
+# The teacher's sampling when augment's temperature / top_p / max_tokens are not set
+# (DART's scripts/synth-*.sh).
+TEACHER_SAMPLING = {"temperature": 1.6, "top_p": 0.95, "max_tokens": 2048}
+
 # Columns a new row copies from the row whose prompt it answers (besides the configured
 # answer, difficulty and group_by columns): they describe the prompt, not the response.
 PROMPT_COLUMNS = ("prompt", "category")
@@ -138,10 +142,10 @@ class Budget:
 def rejection_sample(table: pa.Table, ctx: StageContext, c: AugmentConfig) -> StageOutput:
     """Every input row, plus the verified responses the teacher ``c.model`` wrote (see the
     module doc); ``added`` counts the new rows."""
-    queries = find_queries(table, c)
+    queries = find_queries(table, c, c.system_prompt)
     assign_targets(queries, c, ctx)
     lm = ctx.model(c.model)
-    budget = Budget(c.max_calls, c.max_tokens_budget, c.max_tokens)
+    budget = Budget(c.max_calls, c.max_tokens_budget, c.teacher("max_tokens"))
     rounds = spent_tokens = 0
     exhausted = False
     while True:
@@ -175,7 +179,8 @@ def sample_round(lm, todo: list[Query], got: list[int], r: int, c: AugmentConfig
     drawn: list[list[str]] = [[] for _ in todo]
     for n in sorted({g for g in got if g}, reverse=True):
         idx = [i for i, g in enumerate(got) if g == n]
-        sampling = Sampling(n=n, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, seed=c.seed + r)
+        sampling = Sampling(n=n, temperature=c.teacher("temperature"), top_p=c.teacher("top_p"),
+                            max_tokens=c.teacher("max_tokens"), seed=c.seed + r)
         outs = lm.generate([todo[i].messages for i in idx], sampling, track=ctx.reporter.track,
                            description=f"round {r}: {n} samples for {len(idx):,} prompts")
         for i, ys in zip(idx, outs):
@@ -197,12 +202,14 @@ def sample_round(lm, todo: list[Query], got: list[int], r: int, c: AugmentConfig
 
 
 # -- queries and targets ------------------------------------------------------------------
-def find_queries(table: pa.Table, c: AugmentConfig) -> list[Query]:
-    """The distinct prompts with a reference, in order of first appearance."""
+def find_queries(table: pa.Table, c: AugmentConfig, system_prompt: str | None = None) -> list[Query]:
+    """The distinct prompts with a reference, in order of first appearance; each query's
+    ``messages`` are its row's prompt turns, with ``system_prompt`` (when given) in place of
+    the row's own system turns. Shared by both methods (LLM2LLM's seed questions)."""
     names = table.column_names
     if c.answer_column not in names:
-        raise StageError(f"augment: answer_column '{c.answer_column}' is not a column of the table (rejection sampling "
-                         f"keeps responses whose answer matches the reference); columns are {', '.join(names)}")
+        raise StageError(f"augment: answer_column '{c.answer_column}' is not a column of the table ({c.method} "
+                         f"checks answers against the reference); columns are {', '.join(names)}")
     if "messages" in names:
         turns = [prompt_messages(m or []) for m in table.column("messages").to_pylist()]
     elif "prompt" in names:
@@ -211,7 +218,7 @@ def find_queries(table: pa.Table, c: AugmentConfig) -> list[Query]:
         raise StageError(f"augment: the rows have no prompt: a 'messages' (SFT) or 'prompt' column is needed; "
                          f"columns are {', '.join(names)}")
     if table.num_rows == 0:
-        raise StageError("augment: the input has no rows, so there is no prompt to sample")
+        raise StageError("augment: the input has no rows, so there is no prompt to augment")
     texts = ["\n\n".join(m["content"] or "" for m in t if m["role"] != "system") for t in turns]
     if c.group_by is not None:
         if c.group_by not in names:
@@ -229,14 +236,14 @@ def find_queries(table: pa.Table, c: AugmentConfig) -> list[Query]:
             continue
         seen[key] = i
         messages = turns[i]
-        if c.system_prompt is not None:
-            messages = [{"role": "system", "content": c.system_prompt}, *(m for m in messages if m["role"] != "system")]
+        if system_prompt is not None:
+            messages = [{"role": "system", "content": system_prompt}, *(m for m in messages if m["role"] != "system")]
         messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         tokens = sum(approx_tokens(m["content"] or "") for m in messages)
         queries.append(Query(i, messages, ref, difficulty[i], tokens))
     if not queries:
         raise StageError(f"augment: no row has both a prompt and a reference answer in '{c.answer_column}', "
-                         "so there is nothing to sample")
+                         "so there is nothing to augment")
     first: dict = {}  # a group's difficulty: its first known value
     for key, d in zip(keys, difficulty):
         if key in seen and key not in first and not math.isnan(d):
@@ -249,6 +256,8 @@ def find_queries(table: pa.Table, c: AugmentConfig) -> list[Query]:
 def difficulties(table: pa.Table, c: AugmentConfig) -> np.ndarray:
     """The difficulty column as floats, NaN where missing; all NaN without the column (uniform)."""
     name = c.difficulty_column
+    if c.method != "rejection_sampling":  # only DARS's targets read difficulties
+        return np.full(table.num_rows, math.nan)
     if name not in table.column_names:
         if c.targets == "prop2diff":
             raise StageError(f"augment: targets: prop2diff needs each prompt's difficulty in the column '{name}' "
@@ -291,31 +300,27 @@ def with_added_columns(table: pa.Table) -> pa.Table:
     return table
 
 
-def added_rows(table: pa.Table, queries: list[Query], c: AugmentConfig) -> pa.Table:
-    """One SFT row per kept response, with the input's columns (``with_added_columns``):
-    the prompt's columns copied from its row, the rest null."""
+def row_ids(table: pa.Table) -> tuple[list[str], set[str]]:
+    """Each input row's id (its index where the table has no ``id``) and the ids taken."""
+    if "id" not in table.column_names:
+        return [str(i) for i in range(table.num_rows)], set()
+    ids = table.column("id").to_pylist()
+    return ids, set(ids)
+
+
+def fresh_id(stem: str, k: int, taken: set[str]) -> tuple[str, int]:
+    """``stem + k`` for the first ``k`` (counting up) not in ``taken``, which it joins."""
+    while f"{stem}{k}" in taken:
+        k += 1
+    taken.add(f"{stem}{k}")
+    return f"{stem}{k}", k
+
+
+def build_rows(table: pa.Table, rows: list[int], values: dict[str, list], copy: set[str]) -> pa.Table:
+    """New rows in the input's schema plus the new-row columns (``with_added_columns``):
+    ``values`` where given (a column the table lacks is ignored), ``copy`` taken from the
+    input row ``rows[j]`` each new row comes from, the rest null."""
     schema = with_added_columns(table.slice(0, 0)).schema
-    taken = set(table.column("id").to_pylist()) if "id" in table.column_names else set()
-    seed_ids = table.column("id").to_pylist() if "id" in table.column_names else [str(i) for i in range(table.num_rows)]
-    rows, values = [], defaultdict(list)
-    for q in queries:
-        k = 0
-        for r, y, answer, rule in q.kept:
-            k += 1
-            while f"{seed_ids[q.row]}#dart{k}" in taken:
-                k += 1
-            new_id = f"{seed_ids[q.row]}#dart{k}"
-            taken.add(new_id)
-            rows.append(q.row)
-            values["id"].append(new_id)
-            values["messages"].append([*q.messages, {"role": "assistant", "content": y}])
-            values["generated_by"].append(c.model)
-            values["round"].append(r)
-            values["seed_id"].append(seed_ids[q.row])
-            values["verified"].append("true")
-            values["extracted_answer"].append(answer)  # verify's columns, used where the input has them
-            values["answer_rule"].append(rule)
-    copy = {c.answer_column, c.difficulty_column, *PROMPT_COLUMNS, *([c.group_by] if c.group_by else [])}
     index = pa.array(rows, pa.int64())
     columns = []
     for f in schema:
@@ -326,6 +331,28 @@ def added_rows(table: pa.Table, queries: list[Query], c: AugmentConfig) -> pa.Ta
         else:
             columns.append(pa.nulls(len(rows), f.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def added_rows(table: pa.Table, queries: list[Query], c: AugmentConfig) -> pa.Table:
+    """One SFT row per kept response, with the input's columns (``with_added_columns``):
+    the prompt's columns copied from its row, the rest null."""
+    seed_ids, taken = row_ids(table)
+    rows, values = [], defaultdict(list)
+    for q in queries:
+        k = 0
+        for r, y, answer, rule in q.kept:
+            new_id, k = fresh_id(f"{seed_ids[q.row]}#dart", k + 1, taken)
+            rows.append(q.row)
+            values["id"].append(new_id)
+            values["messages"].append([*q.messages, {"role": "assistant", "content": y}])
+            values["generated_by"].append(c.model)
+            values["round"].append(r)
+            values["seed_id"].append(seed_ids[q.row])
+            values["verified"].append("true")
+            values["extracted_answer"].append(answer)  # verify's columns, used where the input has them
+            values["answer_rule"].append(rule)
+    copy = {c.answer_column, c.difficulty_column, *PROMPT_COLUMNS, *([c.group_by] if c.group_by else [])}
+    return build_rows(table, rows, values, copy)
 
 
 def summary(queries: list[Query], c: AugmentConfig, rounds: int, tokens: int, exhausted: bool) -> dict[str, int | float]:

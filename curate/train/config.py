@@ -49,7 +49,7 @@ class TrainConfig(BaseModel):
     gradient_accumulation: int = Field(16, ge=1)
     """Forward passes per optimizer step: the effective batch is batch_size x this x devices."""
     max_length: int = Field(2048, ge=16)
-    """Tokens per training sequence; longer conversations are truncated (and counted in the log)."""
+    """Tokens per training sequence; longer conversations are truncated (the training summary counts them)."""
     packing: bool = False
     """Pack several short conversations into one sequence (TRL's best-fit-decreasing packing)."""
     assistant_only_loss: bool = True

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +81,23 @@ def training_rows(table: pa.Table, assistant_only_loss: bool) -> tuple[list[dict
     return out, counts
 
 
+# What a checkpoint holds once the Trainer has finished writing it (it writes in place, so a
+# training killed while saving leaves a folder without some of these).
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+
+
 def last_checkpoint(work: Path) -> Path | None:
-    steps = [(int(m.group(1)), p) for p in work.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()]
-    return max(steps)[1] if steps else None
+    """The newest complete checkpoint in ``work``; half-written ones (a kill during a save)
+    are deleted, so the Trainer's rotation never counts them."""
+    found = sorted((int(m.group(1)), p) for p in work.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir())
+    complete = None
+    for _, path in found:
+        if all((path / f).is_file() for f in CHECKPOINT_FILES) and any((path / f).is_file() for f in WEIGHT_FILES):
+            complete = path
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    return complete
 
 
 def run_sft(table: pa.Table, config: TrainConfig, base: BaseModel, work: Path, out: Path, reporter: Any = None) -> dict:
@@ -101,9 +116,8 @@ def run_sft(table: pa.Table, config: TrainConfig, base: BaseModel, work: Path, o
             from peft import LoraConfig
         except ImportError as e:
             raise TrainError(f"method: lora needs PEFT: pip install 'curate[train]' ({e})") from None
-    from datasets import Dataset
-
     import datasets
+    from datasets import Dataset
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -143,6 +157,9 @@ def run_sft(table: pa.Table, config: TrainConfig, base: BaseModel, work: Path, o
         log(f"resuming the training from {resume.name} ({work})")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=peft_config)
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    counts["truncated"] = sum(n >= config.max_length for n in lengths)  # cut at max_length (TRL keeps the head)
+    counts["dropped_no_loss_tokens"] = len(rows) - len(lengths)  # TRL drops rows whose reply was cut away entirely
     total = trainer.args.max_steps if trainer.args.max_steps > 0 else None
     bar = _step_bar(reporter, total or _steps_per_run(trainer, config), f"fine-tuning {base.label} ({len(rows):,} rows)",
                    TrainerCallback)
