@@ -8,6 +8,7 @@
 from ._version import __version__
 
 from . import sources, stages  # noqa: E402
+from .finetune import train_model  # noqa: E402
 from .errors import CurateError, RecipeError, SourceError, StageError, StoreError, UsageError  # noqa: E402
 from .pipeline import Pipeline, RunResult  # noqa: E402
 from .recipe import load_recipe  # noqa: E402
@@ -18,5 +19,5 @@ from .versions import diff, export, list_datasets, load  # noqa: E402
 __all__ = [
     "__version__", "CurateError", "Pipeline", "RecipeError", "RunResult", "SourceError", "Stage", "StageConfig",
     "StageContext", "StageError", "StageOutput", "Store", "StoreError", "UsageError", "diff", "export",
-    "list_datasets", "load", "load_recipe", "sources", "stages",
+    "list_datasets", "load", "load_recipe", "sources", "stages", "train_model",
 ]

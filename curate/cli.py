@@ -364,12 +364,11 @@ def train(
     from pydantic import ValidationError
 
     from .errors import RecipeError
-    from .models import ModelPool
+    from .finetune import train_model
     from .stage import config_problems
     from .store import Store
-    from .train import ModelStore, TrainConfig, resolve_base
+    from .train import TrainConfig
 
-    st = Store(store)
     given = {"model": model, "method": method, "epochs": epochs, "max_steps": max_steps, "learning_rate": learning_rate,
              "batch_size": batch_size, "gradient_accumulation": gradient_accumulation, "max_length": max_length,
              "save_steps": save_steps, "seed": seed}
@@ -388,17 +387,11 @@ def train(
         config = TrainConfig(**{**base_cfg, **given})
     except ValidationError as e:
         raise RecipeError(config_problems(e, "train")) from None
-    version = st.resolve(ref)
-    reporter = RichReporter(err)
-    pool = ModelPool(models, reporter=reporter, store=st)
-    try:
-        base = resolve_base(config.model, pool, st, reporter)
-        trained, cached = ModelStore(st).train(version, ref, config, base, reporter, force=force)
-    finally:
-        pool.close()
+    trained, cached = train_model(ref, config, store=Store(store), models=models, reporter=RichReporter(err), force=force)
     s = trained.manifest["train"]
     resumed = f", resumed from {s['resumed_from']}" if s.get("resumed_from") else ""
-    out.print(f"{'cached' if cached else 'trained'}: model {trained.fingerprint} on {ref} ({version.fingerprint}): "
+    out.print(f"{'cached' if cached else 'trained'}: model {trained.fingerprint} on {ref} "
+              f"({trained.manifest['dataset']['fingerprint']}): "
               f"{s['steps']} steps, loss {s['first_loss']} -> {s['final_loss']}{resumed}\n  weights: {trained.model_path}",
               markup=False)
 

@@ -35,6 +35,26 @@ class Finished:
     path: Path | None = None
 
 
+def train_model(ref: str, config: TrainConfig | None = None, *, store: Store | str | None = None,
+                models: dict[str, Any] | None = None, reporter: Any = None, force: bool = False,
+                **settings: Any) -> tuple[TrainedModel, bool]:
+    """Fine-tune on the dataset version ``ref`` (``curate train``): ``config``, or its fields as
+    keywords (``train_model("math_sft", model="Qwen/Qwen2.5-0.5B", method="lora")``).
+    ``models`` names the models ``config.model`` may refer to (a recipe's ``models:``).
+    Returns the model and whether it already existed."""
+    from .models import ModelPool
+
+    store = store if isinstance(store, Store) else Store(store)
+    config = config.model_copy(update=settings) if config is not None else TrainConfig(**settings)
+    version = store.resolve(ref)
+    pool = ModelPool(models or {}, reporter=reporter, store=store)
+    try:
+        base = resolve_base(config.model, pool, store, reporter)
+        return ModelStore(store).train(version, ref, config, base, reporter, force=force)
+    finally:
+        pool.close()
+
+
 def training_targets(name: str, final: Version, config: TrainConfig, store: Store, steps: list[str]) -> list[tuple[str, Version]]:
     """(label, version) for the curated set and each baseline: a step of this recipe
     (``source``: the raw pool), labelled ``NAME/STEP``, or any dataset reference."""

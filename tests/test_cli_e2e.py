@@ -140,10 +140,10 @@ def test_main_job_ends_with_finetune_and_eval_and_writes_the_comparison_table(ma
     assert models["math_sft/source"]["dataset"]["fingerprint"] == show("math_sft/source")["fingerprint"]
     assert len({m["base"]["identity"] for m in models.values()}) == 1
     for m in models.values():
-        assert m["train"]["steps"] == 120 and m["train"]["final_loss"] < m["train"]["first_loss"], m["train"]
+        assert m["train"]["steps"] == 100 and m["train"]["final_loss"] < m["train"]["first_loss"], m["train"]
         model_dir = store / "models" / m["fingerprint"]
         log = [json.loads(line) for line in (model_dir / "log.jsonl").read_text().splitlines()]
-        assert [e["step"] for e in log] == list(range(1, 121))
+        assert [e["step"] for e in log] == list(range(1, 101))
         evals = [json.loads(p.read_text()) for p in (model_dir / "evals").glob("*/eval.json")]
         assert len(evals) == 1 and evals[0]["n"] == 10 and evals[0]["ci_low"] <= evals[0]["accuracy"] <= evals[0]["ci_high"]
         assert evals[0]["loss"] > 0 and evals[0]["loss_tokens"] > 1000
