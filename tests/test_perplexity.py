@@ -121,23 +121,25 @@ def test_scores_do_not_depend_on_batching_or_padding(pool):
 
 def test_ifd_is_the_ratio_of_conditional_to_unconditional_loss_and_max_ifd_drops_above_one(pool):
     lm = pool.get("ref")
-    answer = "The answer is 42 because six times seven is 42."
-    table = sft_table([
-        (f"Copy this exactly: {answer}", answer),  # the prompt holds the answer: it helps a lot
-        ("", answer),  # an empty instruction: IFD = 1 exactly
-        ("Tell me about the weather in Paris in spring.", answer),
-    ])
+    # problems and their reference solutions, as the tiny reference LM was trained on them: a
+    # problem makes its solution more likely (IFD < 1), if only slightly for a 2-layer model
+    refs = SOURCES["champ"](SOURCES["champ"].Config(include_model_solutions=False, include_reference=True,
+                                                    limit_problems=10)).read().kept.column("messages").to_pylist()
+    pairs = [(m[0]["content"], m[1]["content"]) for m in refs]
+    table = sft_table([*pairs, ("", pairs[0][1])])  # the last: an empty instruction, IFD = 1 exactly
     out = IfdScore(model="ref")(table, StageContext(models=pool))
     ifd = dict(zip(out.kept.column("id").to_pylist(), out.kept.column("ifd").to_pylist()))
-    assert ifd["r1"] == pytest.approx(1.0, abs=1e-6)
-    assert ifd["r0"] < 1.0
-    given = lm.logprobs([(lm.chat_prompt([{"role": "user", "content": f"Copy this exactly: {answer}"}]), answer)])[0]
-    alone = lm.logprobs([(lm.chat_prompt([{"role": "user", "content": ""}]), answer)])[0]
-    assert len(given) == len(alone)  # the same answer tokens in both
+    assert ifd["r10"] == pytest.approx(1.0, abs=1e-6)
+    assert np.median([ifd[f"r{i}"] for i in range(10)]) < 1.0
+    problem, solution = pairs[0]
+    given = lm.logprobs([(lm.chat_prompt([{"role": "user", "content": problem}]), solution)])[0]
+    alone = lm.logprobs([(lm.chat_prompt([{"role": "user", "content": ""}]), solution)])[0]
+    assert len(given) == len(alone)  # the same solution tokens in both
     assert ifd["r0"] == pytest.approx(float(np.mean(given) / np.mean(alone)), rel=1e-5)
     filtered = IfdScore(model="ref", max_ifd=1.0)(table, StageContext(models=pool))
     assert all(v <= 1.0 for v in filtered.kept.column("ifd").to_pylist())
     assert set(filtered.rejected.column("reason").to_pylist()) <= {"ifd_too_high"}
+    assert len(filtered.rejected) == sum(v > 1.0 for v in ifd.values()) > 0
 
 
 def test_a_stage_naming_an_undefined_model_is_refused_before_running():
