@@ -47,6 +47,21 @@ HELDOUT = Path(__file__).resolve().parents[1] / "recipes" / "data" / "champ_held
 TARGET_CATEGORY = "Number-Theory"
 
 
+def heldout_ids() -> list[str]:
+    """The ids of the held-out evaluation problems (CHAMP problem ids)."""
+    import json
+
+    with open(HELDOUT) as f:
+        return [json.loads(line)["id"] for line in f if line.strip()]
+
+
+def reference_lm_data() -> dict:
+    """What the demo's tiny reference LM trains on: CHAMP's reference solutions, without the
+    held-out problems (the same model is the finetune step's base, graded on them)."""
+    return {"type": "champ", "include_model_solutions": False, "include_reference": True,
+            "exclude_problems": heldout_ids()}
+
+
 def champ_category(category: str) -> dict:
     """A data reference to CHAMP's problems of one category (their reference solutions)."""
     return {"type": "champ", "include_model_solutions": False, "include_reference": True, "categories": [category]}

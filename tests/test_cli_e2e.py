@@ -59,16 +59,11 @@ def test_main_job_runs_caches_and_recomputes_on_force(main_run):
     # nor is a model trained again: the finetune step's models are keyed by data, base and settings
     assert "finetune math_sft: cached" in again.stdout and "finetune math_sft/source: cached" in again.stdout
 
-    forced = run_cli("run", RECIPE, "--store", str(isolated_store), "--force")
+    # --force recomputes what is cached (the first steps here; the SIGKILL test recomputes the later ones
+    # and checks that the reference LM is not asked again)
+    forced = run_cli("run", RECIPE, "--store", str(isolated_store), "--force", "--until", "minhash_dedup")
     assert forced.returncode == 0 and "every step was cached" not in forced.stdout
-    # every step recomputed, but the reference LM is not asked again: its answers are cached on disk
-    scored = json.loads(run_cli("datasets", "show", "math_sft/decontaminate", "--json", "--store",
-                                str(isolated_store)).stdout)["counts"]["kept"]
-    answered = re.search(r"ref_lm: 0 model calls, ([\d,]+) answered from the cache", forced.stdout)
-    assert answered, forced.stdout
-    # perplexity of every decontaminated row, plus rectify's samples and reflections
-    rect = json.loads(run_cli("datasets", "show", "math_sft/rectify", "--json", "--store", str(isolated_store)).stdout)
-    assert int(answered.group(1).replace(",", "")) >= scored + 2 * rect["stats"]["scored"]
+    assert re.search(r"exact_dedup .* no ", forced.stdout) and re.search(r"minhash_dedup .* no ", forced.stdout)
 
     # verify counts the wrong solutions (and the funnel shows it); difficulty measures fail rates with them, then
     # drops them; rectify reports what it filtered and corrected
@@ -78,6 +73,7 @@ def test_main_job_runs_caches_and_recomputes_on_force(main_run):
     dif = json.loads(run_cli("datasets", "show", "math_sft/difficulty", "--json", "--store", str(isolated_store)).stdout)
     assert dif["rejections"]["wrong_answer"] == ver["stats"]["verified_false"] and dif["rejections"]["not_sampled"] > 0
     assert dif["stats"]["prompts"] > 200
+    rect = json.loads(run_cli("datasets", "show", "math_sft/rectify", "--json", "--store", str(isolated_store)).stdout)
     s = rect["stats"]
     assert s["kept"] == rect["counts"]["kept"] and s["filtered"] == rect["counts"]["rejected"]
     assert s["trusted"] + s["scored"] == rect["counts"]["in"] and s["flagged"] == s["corrected"] + s["filtered"]
@@ -179,6 +175,14 @@ def test_sigkill_during_a_later_stage_then_rerun_matches_uninterrupted(tmp_path,
     assert resumed.returncode == 0, resumed.stderr
     show = json.loads(run_cli("datasets", "show", "math_sft/rectify", "--json", "--store", str(killed_store)).stdout)
     assert show["fingerprint"] == final
+    # every later step was computed, but the reference LM was not asked again: its answers are cached on disk
+    scored = json.loads(run_cli("datasets", "show", "math_sft/decontaminate", "--json", "--store",
+                                str(killed_store)).stdout)["counts"]["kept"]
+    answered = re.search(r"ref_lm: 0 model calls, ([\d,]+) answered from the cache", resumed.stdout)
+    assert answered, resumed.stdout
+    # perplexity of every decontaminated row, plus rectify's samples and reflections
+    rect = json.loads(run_cli("datasets", "show", "math_sft/rectify", "--json", "--store", str(killed_store)).stdout)
+    assert int(answered.group(1).replace(",", "")) >= scored + 2 * rect["stats"]["scored"]
     # only complete versions exist: each versions/ dir has its manifest, and tmp/ holds nothing of the dead run
     for vdir in (killed_store / "versions").iterdir():
         assert (vdir / "manifest.json").is_file()

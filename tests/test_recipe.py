@@ -181,3 +181,13 @@ def test_data_references_in_stage_fields_resolve_files_against_the_recipe_and_ke
     mix, select = r.pipeline().stages
     assert [c.data for c in mix.config.components] == ["input", str(tmp_path / "data" / "extra.jsonl"), "other_dataset@2"]
     assert select.config.target["path"] == str(tmp_path / "data" / "extra.jsonl")
+
+
+def test_the_main_jobs_reference_lm_never_trains_on_the_heldout_problems():
+    # it is also the finetune step's base, graded on those problems; the notebook builds the same model
+    from pipelines.math_sft import heldout_ids, reference_lm_data
+
+    recipe = load_recipe(ROOT / "recipes" / "math_sft.yaml")
+    assert recipe.models["ref_lm"].train_tiny.data == reference_lm_data()
+    assert len(heldout_ids()) == 10 and recipe.train.model == "ref_lm"
+    assert str(recipe.eval.data).endswith("champ_heldout.jsonl")
