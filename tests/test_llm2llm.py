@@ -155,22 +155,15 @@ def teacher_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_teacher(session_cache) -> Path:
     """A real tiny LM that writes LLM2LLM items, trained once into the session cache (keyed on
-    its settings and texts; about 40 s on one CPU thread). It repeats what it saw, so its items
+    its settings and texts; about 25 s on two idle cores). It repeats what it saw, so its items
     parse, some copy the seed question and some vary it; sampled at temperature 0.3 (at 1.0 a
     200k-parameter model writes noise)."""
-    import torch
-
     texts = teacher_texts()
     spec = TinyLMSpec(data="tests/test_llm2llm.py:teacher_texts", hidden_size=64, layers=2, heads=4,
                       context_length=512, steps=200, batch_size=8, learning_rate=3e-3)
     target = session_cache / "models" / f"tiny-llm2llm-teacher-{hash_parts(spec.model_dump(mode='json'), texts)}"
     if not (target / MARKER).is_file():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # on a shared, busy CPU, more threads than free cores make each step ~20x slower
-        try:
-            train_tiny(texts, target, spec)
-        finally:
-            torch.set_num_threads(threads)
+        train_tiny(texts, target, spec)
     return target
 
 
