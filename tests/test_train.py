@@ -101,6 +101,9 @@ def test_a_model_records_its_config_data_fingerprint_and_log_and_is_trained_once
     assert dataset["fingerprint"] == champ_version.fingerprint and dataset["rows"] == champ_version.num_rows
     assert [s["step"] for s in dataset["lineage"]] == ["source"]
     assert len(model.log()) == 2 and not list((store.root / "models" / "tmp").glob("*"))
+    # 2 steps of 4 rows reach 8 rows: a seeded sample of 8 + 5% is all that is tokenized
+    summary = model.manifest["train"]
+    assert summary["rows"] == champ_version.num_rows > 9 and summary["trained_rows"] == 9 == summary["sampled_for_max_steps"]
     again, cached = registry.train(champ_version, "toy", config, resolve_base(str(tiny_lm)))
     assert cached and again.fingerprint == model.fingerprint
     # a checkpoint setting does not change the weights, so it is the same model; a learning rate does

@@ -127,6 +127,7 @@ def run_sft(table: pa.Table, config: TrainConfig, base: BaseModel, work: Path, o
     if not rows:
         raise TrainError(f"nothing to train on: {counts['rows']} rows, {counts['no_assistant_reply']} without an "
                          "assistant reply (SFT rows need a 'messages' list ending in an assistant turn)")
+    rows = _rows_the_steps_reach(rows, config, counts)
     cuda = torch.cuda.is_available()
     dtype = _dtype(config.dtype, cuda, torch)
     tok = AutoTokenizer.from_pretrained(base.path)
@@ -196,6 +197,25 @@ def run_sft(table: pa.Table, config: TrainConfig, base: BaseModel, work: Path, o
         "device": "cuda" if cuda else "cpu", "dtype": str(dtype).removeprefix("torch."),
         "trainable_parameters": trainable,
     }
+
+
+def _rows_the_steps_reach(rows: list[dict], config: TrainConfig, counts: dict[str, int]) -> list[dict]:
+    """With ``max_steps``, a training sees at most steps x effective batch rows. When the data
+    holds many more (a raw pool trained at the budget of a curated set), a seeded random
+    sample of that many (+5% for rows truncation empties) is what the trainer's own random
+    sampler would draw, without tokenizing the rest (54 s for CHAMP's 19,440 rows on 2 cores)."""
+    import math
+    import os
+    import random
+
+    if not config.max_steps or config.packing:
+        return rows
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    needed = math.ceil(config.max_steps * config.batch_size * config.gradient_accumulation * world * 1.05)
+    if len(rows) <= needed:
+        return rows
+    counts["sampled_for_max_steps"] = needed
+    return random.Random(config.seed).sample(rows, needed)
 
 
 def _checkpointing(cls: type, on: bool) -> dict[str, bool]:
