@@ -45,7 +45,7 @@ def train_model(ref: str, config: TrainConfig | None = None, *, store: Store | s
     from .models import ModelPool
 
     store = store if isinstance(store, Store) else Store(store)
-    config = config.model_copy(update=settings) if config is not None else TrainConfig(**settings)
+    config = TrainConfig(**{**(config.model_dump(exclude_defaults=True) if config is not None else {}), **settings})
     version = store.resolve(ref)
     pool = ModelPool(models or {}, reporter=reporter, store=store)
     try:
