@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from .records import default_text_field, texts
 from .stage import StageContext
-from .stages import lsh
+from .algorithms import lsh
 from .stages.minhash import MinhashDedupConfig, signatures_of
 
 

@@ -33,6 +33,20 @@ app.add_typer(models_app, name="models")
 out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+def _version(value: bool) -> None:
+    if value:
+        from ._version import __version__
+
+        print(f"curate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    """Curate and select training data for LLM fine-tuning and pretraining."""
+
+
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Store root (else $CURATE_STORE, else ./.curate).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -59,32 +73,30 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Recompute every step even if cached.")] = False,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop after this step.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes for per-row work (default: every core).")] = 0,
+    settings: Annotated[list[str], typer.Option("--set", metavar="STEP.KEY=VALUE", help=(
+        "Change one setting of a step, train: or eval: without editing the recipe (repeatable; the value is YAML): "
+        "--set heuristic_filter.min_words=30 --set train.max_steps=10"))] = [],  # noqa: B006 (typer reads it)
 ) -> None:
-    """Run a recipe: every step's output becomes a versioned dataset; prints the funnel."""
-    from .recipe import load_recipe
+    """Run a recipe: every step's output becomes a versioned dataset, then train: and eval:; prints the funnel."""
+    from .recipe import load_recipe, parse_settings
     from .report import funnel_table
 
     start = time.perf_counter()
-    r = load_recipe(recipe)
-    pipeline = r.pipeline()
-    from .store import Store
-
-    st = Store(store)
-    result = pipeline.run(st, force=force, until=until, reporter=RichReporter(err), workers=workers or os.cpu_count() or 1)
+    r = load_recipe(recipe, settings=parse_settings(settings))
+    reporter = RichReporter(err)
+    done = r.run(store, force=force, until=until, reporter=reporter, workers=workers or None)
+    result = done.chain
     out.print(funnel_table(result))
     for line in result.describe_model_calls():
         out.print(line)
-    if pipeline.models and not result.model_calls:
+    if r.models and not result.model_calls:
         out.print("no model calls: every step that uses a model was cached")
     state = "nothing to compute: every step was cached" if result.all_cached else "done"
-    out.print(f"{state}; {result.final.num_rows:,} rows in {result.name} ({time.perf_counter() - start:.1f} s)")
-    if r.train is not None and until is None:
-        from .finetune import finetune_and_evaluate
-
-        done = finetune_and_evaluate(r.name, result.final, r.train, r.eval, r.models, st, pipeline.steps,
-                                     reporter=RichReporter(err))
-        _print_finished(done)
-        out.print(f"fine-tuned and evaluated ({time.perf_counter() - start:.1f} s in all)")
+    out.print(f"{state}; {result.final.num_rows:,} rows in {result.name}")
+    if done.finished is not None:
+        _print_finished(done.finished)
+        out.print("fine-tuned and evaluated")
+    out.print(f"({time.perf_counter() - start:.1f} s in all)")
 
 
 def _print_finished(done) -> None:
@@ -99,11 +111,15 @@ def _print_finished(done) -> None:
 
 
 @app.command()
-def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    settings: Annotated[list[str], typer.Option("--set", metavar="STEP.KEY=VALUE",
+                                                help="As curate run --set: check the recipe with these changes.")] = [],  # noqa: B006
+) -> None:
     """Check a recipe without running it; reports every problem at once."""
-    from .recipe import load_recipe
+    from .recipe import load_recipe, parse_settings
 
-    r = load_recipe(recipe)
+    r = load_recipe(recipe, settings=parse_settings(settings))
     p = r.pipeline()
     out.print(f"{recipe}: ok -- dataset '{r.name}', source {getattr(r.source, 'type', r.source)}, {len(p.stages)} stages")
     for name, spec in r.models.items():
@@ -118,14 +134,9 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) 
 @app.command("dedup-calibrate")
 def dedup_calibrate(
     ref: Annotated[str, typer.Argument(help="Dataset reference to sample from.")],
-    threshold: Annotated[float, typer.Option(help="Jaccard threshold.")] = 0.8,
-    num_perm: Annotated[int, typer.Option(help="MinHash permutations.")] = 128,
-    ngram: Annotated[int, typer.Option(help="Shingle size.")] = 5,
-    unit: Annotated[str, typer.Option(help="word | char")] = "word",
-    bands: Annotated[Optional[int], typer.Option(help="LSH bands (with --rows).")] = None,
-    rows: Annotated[Optional[int], typer.Option(help="Rows per band (with --bands).")] = None,
-    verify: Annotated[str, typer.Option(help="exact | signature | none")] = "exact",
-    field: Annotated[Optional[str], typer.Option(help="Text field (default: response or text).")] = None,
+    settings: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help=(
+        "A minhash_dedup setting to calibrate (repeatable; the value is YAML; `curate stages minhash_dedup` lists "
+        "them): --set threshold=0.7 --set bands=16 --set rows=8"))] = [],  # noqa: B006
     sample: Annotated[int, typer.Option(help="Rows to sample.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     store: StoreOpt = None,
@@ -133,11 +144,11 @@ def dedup_calibrate(
 ) -> None:
     """Precision and recall of MinHash settings on a sample of your data, against true Jaccard."""
     from .calibrate import calibrate
+    from .recipe import parse_settings
     from .stages import MinhashDedup
     from .store import Store
 
-    config = MinhashDedup(threshold=threshold, num_perm=num_perm, ngram=ngram, unit=unit, bands=bands, rows=rows,
-                          verify=verify, field=field).config
+    config = MinhashDedup(parse_settings(settings)).config
     table = Store(store).resolve(ref).table()
     report = calibrate(table, config, sample=sample, seed=seed, ctx=StageContext(reporter=RichReporter(err),
                                                                                   workers=os.cpu_count() or 1))
@@ -168,7 +179,6 @@ def dedup_calibrate(
 @app.command()
 def stages(name: Annotated[Optional[str], typer.Argument(help="A stage name to describe.")] = None) -> None:
     """List the stages, or print one stage's config fields with types, defaults and docs."""
-    from .stage import describe_config
     from .stages import REGISTRY
 
     if name is None:
@@ -184,8 +194,14 @@ def stages(name: Annotated[Optional[str], typer.Argument(help="A stage name to d
         raise UsageError(f"unknown stage {name!r}" + (f"; did you mean '{close[0]}'?" if close else ""))
     cls = REGISTRY[name]
     out.print(f"[bold]{name}[/bold] (version {cls.version}): {_first_line(sys.modules[cls.__module__].__doc__)}")
-    t = Table("field", "type", "default", "doc")
-    for f in describe_config(cls.Config):
+    _print_config_fields("", cls.Config)
+
+
+def _print_config_fields(title: str, config_cls) -> None:
+    from .stage import describe_config
+
+    t = Table("field", "type", "default", "doc", title=title, title_justify="left")
+    for f in describe_config(config_cls):
         t.add_row(f["name"], f["type"], f["default"], f["doc"])
     out.print(t)
 
@@ -344,19 +360,14 @@ def models_serve(
 
 @app.command()
 def train(
-    target: Annotated[str, typer.Argument(help="A dataset reference (NAME, NAME@N, NAME/STEP), or a recipe YAML whose "
-                                               "train: section and final version to use.")],
+    target: Annotated[Optional[str], typer.Argument(help="A dataset reference (NAME, NAME@N, NAME/STEP), or a recipe "
+                                                         "YAML whose train: section and final version to use.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Base model: a local folder or a cached hub id "
                                                  "(with a recipe: default its train.model).")] = None,
-    method: Annotated[Optional[str], typer.Option("--method", help="lora | full")] = None,
-    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the data.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps (overrides --epochs).")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sequences per device per step.")] = None,
-    gradient_accumulation: Annotated[Optional[int], typer.Option("--grad-accum", help="Forward passes per step.")] = None,
-    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Tokens per sequence.")] = None,
-    save_steps: Annotated[Optional[int], typer.Option("--save-steps", help="Checkpoint every N steps.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed.")] = None,
+    settings: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help=(
+        "A training setting (repeatable; the value is YAML; `curate train --help-settings` lists them): "
+        "--set method=lora --set max_steps=200 --set learning_rate=1e-4"))] = [],  # noqa: B006
+    help_settings: Annotated[bool, typer.Option("--help-settings", help="List the settings --set takes.")] = False,
     store: StoreOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact model exists.")] = False,
 ) -> None:
@@ -365,14 +376,17 @@ def train(
 
     from .errors import RecipeError
     from .finetune import train_model
-    from .stage import config_problems
+    from .recipe import parse_settings
+    from .stage import validation_problems
     from .store import Store
     from .train import TrainConfig
 
-    given = {"model": model, "method": method, "epochs": epochs, "max_steps": max_steps, "learning_rate": learning_rate,
-             "batch_size": batch_size, "gradient_accumulation": gradient_accumulation, "max_length": max_length,
-             "save_steps": save_steps, "seed": seed}
-    given = {k: v for k, v in given.items() if v is not None}
+    if help_settings:
+        _print_config_fields("curate train --set", TrainConfig)
+        return
+    if target is None:
+        raise UsageError("curate train needs a dataset reference or a recipe (curate train math_sft --model M)")
+    given = {**parse_settings(settings), **({"model": model} if model is not None else {})}
     models: dict = {}
     if target.endswith((".yaml", ".yml")):
         from .recipe import load_recipe
@@ -386,7 +400,8 @@ def train(
     try:
         config = TrainConfig(**{**base_cfg, **given})
     except ValidationError as e:
-        raise RecipeError(config_problems(e, "train")) from None
+        raise RecipeError([f"--set {'.'.join(map(str, loc))}: {msg}"
+                           for loc, msg in validation_problems(e, TrainConfig)]) from None
     trained, cached = train_model(ref, config, store=Store(store), models=models, reporter=RichReporter(err), force=force)
     s = trained.manifest["train"]
     resumed = f", resumed from {s['resumed_from']}" if s.get("resumed_from") else ""
@@ -470,7 +485,28 @@ def models_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+def _render_warnings() -> None:
+    """Show every ``CurateWarning`` (not just the first per line of code) as one yellow line
+    on stderr; other packages' warnings keep Python's own format."""
+    import warnings
+
+    from .errors import CurateWarning
+
+    python_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CurateWarning):
+            err.print("[bold yellow]warning:[/bold yellow]", end=" ")
+            err.print(str(message), markup=False, highlight=False)
+        else:
+            python_show(message, category, filename, lineno, file, line)
+
+    warnings.simplefilter("always", CurateWarning)
+    warnings.showwarning = show
+
+
 def main() -> None:
+    _render_warnings()
     try:
         app()  # standalone: typer itself prints usage errors and exits 2
     except CurateError as e:

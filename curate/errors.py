@@ -8,6 +8,8 @@ YAML field) and what to do.
 
 from __future__ import annotations
 
+import warnings
+
 
 class CurateError(Exception):
     """Base of every error curate raises on purpose."""
@@ -46,6 +48,19 @@ class SourceError(CurateError):
 
 class StageError(CurateError):
     """A stage failed or broke the runner's invariants."""
+
+
+class CurateWarning(UserWarning):
+    """A likely mistake curate noticed and ran past: a field absent in every record, an OT
+    solve that stopped before converging, a mix component short of its quota. Raised through
+    Python's ``warnings`` so a notebook shows it and a test can assert it
+    (``pytest.warns(CurateWarning)``); the CLI renders it. Routine progress is not a warning:
+    it goes to ``Reporter.log`` (the ``curate`` logger at INFO by default)."""
+
+
+def warn(message: str, stacklevel: int = 2) -> None:
+    """``warnings.warn(message, CurateWarning)``, attributed to the caller's caller."""
+    warnings.warn(message, CurateWarning, stacklevel=stacklevel + 1)
 
 
 class StoreError(CurateError):

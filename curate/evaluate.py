@@ -5,7 +5,7 @@ Two numbers per model, from one eval set (``load_eval_set``):
 * **accuracy** -- one greedy answer (temperature 0) per question, the question sent as chat
   messages (an optional system turn, then the user turn: the question, and an optional
   ``instruction`` such as ``BOXED_INSTRUCTION``). Each answer is graded as ``verify`` grades
-  rows (``curate.stages.answers``: extract the final answer, compare it with the reference):
+  rows (``curate.algorithms.answers``: extract the final answer, compare it with the reference):
   true, false, or unknown when the check cannot be made (no final answer found, a side
   that is not a comparable value). Unknown counts as wrong for accuracy and is reported
   on its own. The 95% interval is Wilson's score interval (Wilson 1927): eval sets are
@@ -50,7 +50,7 @@ from .models.base import LM, Sampling
 from .sources.normalise import ROLES
 from .sources.refs import DataSpec, resolve_data
 from .stage import Reporter
-from .stages.answers import (
+from .algorithms.answers import (
     MATH_VERIFY_MISSING,
     AnswerKind,
     check_answer,

@@ -108,7 +108,7 @@ def finetune_and_evaluate(name: str, final: Version, train: TrainConfig, evaluat
         from .evaluate import comparison_table, write_comparison
 
         done.table = comparison_table(done.rows)
-        done.path, _ = write_comparison(done.rows, store.root / "reports" / name / "comparison.md")
+        done.path, _ = write_comparison(done.rows, store.area("reports", name) / "comparison.md")
         return done
     finally:
         pool.close()
@@ -117,7 +117,7 @@ def finetune_and_evaluate(name: str, final: Version, train: TrainConfig, evaluat
 def _evaluate_base(base: Any, items: list, evaluation: EvalConfig, eval_fp: str, store: Store, reporter: Any) -> dict:
     import json
 
-    folder = store.root / "reports" / "base-evals" / hash_parts(base.identity, eval_fp)
+    folder = store.area("reports", "base-evals", hash_parts(base.identity, eval_fp))
     if (folder / "eval.json").is_file():
         return json.loads((folder / "eval.json").read_text())
     result = run_eval(str(base.path), base.label, items, evaluation, reporter)

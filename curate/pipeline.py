@@ -9,17 +9,21 @@ that was written, and ends at the same final fingerprint.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import CurateError, StageError, UsageError
 from .stage import Reporter, Stage, StageContext, StageOutput
 from .store import Store, Version, check_name, now
+
+if TYPE_CHECKING:
+    from .models import ModelPool
 
 SOURCE_STEP = "source"
 
@@ -106,12 +110,6 @@ class Pipeline:
             raise UsageError("; ".join(missing) + f" (models: {known}); define it under the recipe's models: "
                              "section, or pass models={...} to Pipeline")
 
-    @classmethod
-    def from_recipe(cls, path: str | Path) -> Pipeline:
-        from .recipe import load_recipe
-
-        return load_recipe(path).pipeline()
-
     def then(self, *stages: Stage) -> Pipeline:
         """A new pipeline with ``stages`` appended (this one is not modified)."""
         return Pipeline([*self.stages, *stages], self.source, self.name, self.recipe, self.models)
@@ -123,22 +121,29 @@ class Pipeline:
         force: bool = False,
         until: str | None = None,
         reporter: Reporter | None = None,
-        workers: int = 1,
+        workers: int | None = None,
+        pool: ModelPool | None = None,
     ) -> RunResult:
         """Run every step not already in ``store``. ``workers`` processes share per-row work
-        (results and fingerprints do not depend on it)."""
+        (default: every core; results and fingerprints do not depend on it). ``pool`` is the
+        run's models when the caller goes on using them (``Recipe.run`` fine-tunes after the
+        chain); by default the run builds its own from ``models`` and closes it."""
         from .models import ModelPool
 
         store = store if isinstance(store, Store) else Store(store)
         reporter = reporter or Reporter()
-        pool = ModelPool(self.models, reporter=reporter, store=store)
+        workers = workers or os.cpu_count() or 1
+        own = pool is None
+        pool = ModelPool(self.models, reporter=reporter, store=store) if own else pool
         try:
             result = self._run(store, force, until, reporter, workers, pool)
         finally:
-            pool.close()
+            if own:
+                pool.close()
         return result
 
-    def _run(self, store: Store, force: bool, until: str | None, reporter: Reporter, workers: int, pool: Any) -> RunResult:
+    def _run(self, store: Store, force: bool, until: str | None, reporter: Reporter, workers: int,
+             pool: ModelPool) -> RunResult:
         def context(step: str) -> StageContext:
             return StageContext(reporter=reporter, store=store, step=step, workers=max(1, workers), models=pool)
 

@@ -17,6 +17,10 @@ version already in the store instead of a source.
 
 Validation reports every problem at once, each with its file, line and YAML path, and
 suggests the closest valid name for a misspelled stage or key.
+
+``Recipe.run()`` is the whole job -- the chain, then ``train:`` and ``eval:`` -- and what
+``curate run`` calls; ``settings`` (``curate run --set STEP.KEY=VALUE``) change one value of
+a step, ``train:`` or ``eval:`` without editing the file.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +36,34 @@ import yaml
 from pydantic import ValidationError
 
 from .errors import RecipeError
-from .pipeline import Pipeline, RecipeInfo, step_names
-from .stage import RECIPE_DATA, RECIPE_PATHS, Stage, validation_problems
-from .store import _NAME_RE
+from .finetune import Finished
+from .pipeline import Pipeline, RecipeInfo, RunResult, step_names
+from .stage import RECIPE_DATA, RECIPE_PATHS, Reporter, Stage, validation_problems
+from .store import _NAME_RE, Store, Version
+from .train import TrainedModel
 
 TOP_KEYS = ("name", "description", "source", "input", "models", "pipeline", "overrides", "stages", "train", "eval")
 PATH_KEYS = ("path",)  # source keys holding paths, resolved against the recipe's folder
 
 Loc = tuple[Any, ...]
+
+
+@dataclass
+class RecipeRun:
+    """What ``Recipe.run`` produced: the chain's run (``chain.final`` is the curated version)
+    and, when the recipe has ``train:``, the trained models, their evaluations and the
+    comparison table (``finished``)."""
+
+    chain: RunResult
+    finished: Finished | None = None
+
+    @property
+    def final(self) -> Version:
+        return self.chain.final
+
+    @property
+    def models(self) -> list[TrainedModel]:
+        return [m for _, m, _ in self.finished.models] if self.finished else []
 
 
 @dataclass
@@ -54,7 +79,31 @@ class Recipe:
     eval: Any = None  # curate.train.EvalConfig: the held-out set every trained model answers
 
     def pipeline(self) -> Pipeline:
+        """The chain alone (no ``train:`` / ``eval:``)."""
         return Pipeline(self.stages, self.source, self.name, RecipeInfo(str(self.path), self.sha256), self.models)
+
+    def run(self, store: Store | str | Path | None = None, *, force: bool = False, until: str | None = None,
+            reporter: Reporter | None = None, workers: int | None = None) -> RecipeRun:
+        """The whole job: every step not already stored, then (unless ``until`` stops the
+        chain early) fine-tuning on the final version and its baselines and the evaluation of
+        every model, as ``curate run`` does. One ``ModelPool`` serves the chain and the
+        fine-tuning, so a model the chain loaded is not loaded again."""
+        from .finetune import finetune_and_evaluate
+        from .models import ModelPool
+
+        store = store if isinstance(store, Store) else Store(store)
+        pipeline = self.pipeline()
+        pool = ModelPool(self.models, reporter=reporter, store=store)
+        try:
+            chain = pipeline.run(store, force=force, until=until, reporter=reporter, workers=workers, pool=pool)
+            if self.train is None or until is not None:
+                return RecipeRun(chain)
+            pool.close()  # the chain's models leave memory (a GPU) before training; identities stay known
+            finished = finetune_and_evaluate(self.name, chain.final, self.train, self.eval, pool, store,
+                                             pipeline.steps, reporter=reporter, force=force)
+            return RecipeRun(chain, finished)
+        finally:
+            pool.close()
 
 
 class _Problems:
@@ -62,23 +111,35 @@ class _Problems:
 
     def __init__(self, path: Path, root: yaml.Node | None):
         self.path, self.root, self.items = path, root, []
+        self.settings: dict[Loc, str] = {}  # where a --set value went -> the --set key that put it there
 
     def add(self, loc: Loc, msg: str) -> None:
         self.items.append((loc, msg))
 
     def raise_if_any(self) -> None:
         if self.items:
-            located = sorted(((line_of(self.root, loc), yaml_path(loc), msg) for loc, msg in self.items),
-                             key=lambda x: x[0])
-            raise RecipeError([f"{self.path}:{line}: {where}: {msg}" for line, where, msg in located])
+            located = sorted((self._where(loc, msg) for loc, msg in self.items), key=lambda x: x[0])
+            raise RecipeError([where for _, where in located])
+
+    def _where(self, loc: Loc, msg: str) -> tuple[int, str]:
+        if loc[:1] == ("--set",):  # the message names the --set item
+            return 0, msg
+        for at, key in self.settings.items():
+            if loc[: len(at)] == at or (len(loc) > 1 and at[: len(loc)] == loc):  # a value the command line set
+                return 0, f"--set {key}{yaml_path(loc[len(at):], '.')}: {msg}"
+        return line_of(self.root, loc), f"{self.path}:{line_of(self.root, loc)}: {yaml_path(loc)}: {msg}"
 
 
-def load_recipe(path: str | Path, check_inputs: bool = True) -> Recipe:
-    """Parse and validate a recipe; raises ``RecipeError`` listing every problem found."""
+def load_recipe(path: str | Path, check_inputs: bool = True, settings: Mapping[str, Any] | None = None) -> Recipe:
+    """Parse and validate a recipe; raises ``RecipeError`` listing every problem found.
+
+    ``settings`` (``{"heuristic_filter.min_words": 30, "train.max_steps": 10}``; the CLI's
+    ``--set``) replace single values: ``STEP.KEY`` of a step of the chain (for a named
+    ``pipeline:``, as an ``overrides:`` entry), ``train.KEY`` or ``eval.KEY``."""
     from pipelines import PIPELINES
 
     from .sources import SOURCES
-    from .stages import REGISTRY
+    from .stages import REGISTRY, RENAMED
 
     path = Path(path)
     try:
@@ -98,6 +159,7 @@ def load_recipe(path: str | Path, check_inputs: bool = True) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping with keys {', '.join(TOP_KEYS)}")
 
+    _apply_settings(data, dict(settings or {}), problems)
     for key in data:
         if key not in TOP_KEYS:
             problems.add((key,), "unknown key" + _suggest(str(key), TOP_KEYS))
@@ -107,12 +169,96 @@ def load_recipe(path: str | Path, check_inputs: bool = True) -> Recipe:
 
     source = _source(data, path, problems, SOURCES, check_inputs)
     models = _models(data, path, problems)
-    stages = _stages(data, problems, REGISTRY, PIPELINES, path.parent)
+    stages = _stages(data, problems, REGISTRY, PIPELINES, path.parent, RENAMED)
     _check_model_refs(data, stages, data.get("models") if isinstance(data.get("models"), dict) else {}, problems)
     train, evaluation = _training(data, path.parent, problems)
     problems.raise_if_any()
     return Recipe(path, name, source, stages, hashlib.sha256(text.encode()).hexdigest(), data.get("description") or "",
                   models, train, evaluation)
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``["STEP.KEY=VALUE", ...]`` (the CLI's ``--set``) -> ``{"STEP.KEY": value}``; a value
+    is read as YAML, so ``30`` is a number, ``[a, b]`` a list, ``null`` None."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set {item}: write KEY=VALUE, e.g. --set heuristic_filter.min_words=30")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as e:
+            raise RecipeError(f"--set {item}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
+    return out
+
+
+def _apply_settings(data: dict, settings: dict[str, Any], problems: _Problems) -> None:
+    """Put each ``--set`` value where the recipe would hold it, remembering where, so a
+    problem with it is reported against ``--set`` rather than a line of the file."""
+    for key, value in settings.items():
+        section, dot, field_path = key.partition(".")
+        if not dot or not field_path:
+            problems.add(("--set",), f"--set {key}: name a step and a key (STEP.KEY), or train.KEY / eval.KEY")
+            continue
+        *parents, last = field_path.split(".")
+        if section in ("train", "eval"):
+            if not isinstance(data.get(section), dict):
+                problems.add((section,), f"--set {key}: the recipe has no {section}: section")
+                continue
+            loc: Loc = (section,)
+            target = data[section]
+        elif "pipeline" in data:
+            overrides = data.setdefault("overrides", {}) if isinstance(data.get("overrides", {}), dict) else None
+            if overrides is None:
+                continue  # the recipe's own overrides: error says so
+            target = overrides.setdefault(section, {}) if isinstance(overrides.get(section, {}), dict) else None
+            loc = ("overrides", section)
+            if target is None:
+                continue
+        else:
+            found = _stage_item(data, section)
+            if found is None:
+                steps = step_names_of(data)
+                problems.add(("--set",), f"--set {key}: the recipe has no step '{section}'"
+                             + (_suggest(section, steps) if steps else ""))
+                continue
+            i, stage_name, target = found
+            loc = ("stages", i, stage_name)
+        for part in parents:  # a key inside a sub-config: train.lora.r, difficulty.sampling.k_p
+            target = target.setdefault(part, {}) if isinstance(target.get(part, {}), dict) else {}
+        target[last] = value
+        problems.settings[(*loc, *parents, last)] = key
+
+
+def step_names_of(data: dict) -> list[str]:
+    """The step names of a ``stages:`` list as written (``NAME``, ``NAME_2`` when repeated)."""
+    from collections import Counter
+
+    seen: Counter[str] = Counter()
+    names = []
+    for item in data.get("stages") or []:
+        name = item if isinstance(item, str) else next(iter(item)) if isinstance(item, dict) and len(item) == 1 else None
+        if isinstance(name, str):
+            seen[name] += 1
+            names.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return names
+
+
+def _stage_item(data: dict, step: str) -> tuple[int, str, dict] | None:
+    """(index, stage name, config mapping) of the ``stages:`` item that is ``step``; a bare
+    or empty item gets a mapping to hold the value."""
+    items = data.get("stages")
+    if not isinstance(items, list):
+        return None
+    for i, name in enumerate(step_names_of(data)):
+        if name != step:
+            continue
+        item = items[i]
+        stage_name = item if isinstance(item, str) else next(iter(item))
+        if isinstance(item, str) or item[stage_name] is None:
+            items[i] = item = {stage_name: {}}
+        return (i, stage_name, item[stage_name]) if isinstance(item[stage_name], dict) else None
+    return None
 
 
 def _training(data: dict, base: Path, problems: _Problems) -> tuple[Any, Any]:
@@ -246,7 +392,8 @@ def _resolve_paths(value: Any, base: Path) -> Any:
     return value
 
 
-def _stages(data: dict, problems: _Problems, registry: dict, pipelines: dict, base: Path) -> list[Stage]:
+def _stages(data: dict, problems: _Problems, registry: dict, pipelines: dict, base: Path,
+            renamed: dict[str, str]) -> list[Stage]:
     if "pipeline" in data:
         if "stages" in data:
             problems.add(("stages",), "give either 'pipeline:' (a named chain) or 'stages:', not both")
@@ -266,6 +413,9 @@ def _stages(data: dict, problems: _Problems, registry: dict, pipelines: dict, ba
             problems.add(("stages", i), "each stage is one mapping 'STAGE_NAME: {config}'")
             continue
         (stage_name, cfg), = item.items()
+        if stage_name in renamed:
+            problems.add(("stages", i, stage_name), f"stage '{stage_name}' was renamed to {renamed[stage_name]}")
+            continue
         if stage_name not in registry:
             problems.add(("stages", i, stage_name), f"unknown stage {stage_name!r}" + _suggest(str(stage_name), registry)
                          + " (`curate stages` lists them)")
@@ -332,11 +482,11 @@ def _suggest(word: str, choices) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(choices)}"
 
 
-def yaml_path(loc: Loc) -> str:
+def yaml_path(loc: Loc, lead: str = "") -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out or lead else str(part))
+    return out or ("" if lead else "(top level)")
 
 
 def line_of(node: yaml.Node | None, loc: Loc) -> int:

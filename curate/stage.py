@@ -10,6 +10,7 @@ The runner checks ``rows_in + added == kept + rejected`` after every stage.
 from __future__ import annotations
 
 import difflib
+import logging
 import multiprocessing
 import numbers
 import types
@@ -40,9 +41,14 @@ RECIPE_DATA = "recipe-relative data references"
 
 
 class StageConfig(BaseModel):
-    """Base of every stage config: unknown keys are errors, values are immutable."""
+    """Base of every stage config: unknown keys are errors, values are immutable.
+
+    ``renamed`` maps a key an earlier release used to what replaced it, written as a recipe
+    would write it (``{"normalize_unicode": "'unicode_nfkc'"}``), so an old recipe gets
+    "renamed to 'unicode_nfkc'" instead of a bare "unknown key"."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    renamed: ClassVar[dict[str, str]] = {}
 
 
 class _Output(NamedTuple):
@@ -67,14 +73,16 @@ class StageOutput(_Output):
 
 
 class Reporter:
-    """Progress reporting for long work. The default shows nothing (notebooks, tests);
-    the CLI passes one that draws rich progress bars."""
+    """Progress reporting for long work. The default draws no bars and sends messages to
+    the ``curate`` logger at INFO (silent unless a notebook turns logging on); the CLI
+    passes one that draws rich progress bars and prints messages. Warnings do not go
+    through a reporter: they are ``CurateWarning``s (``curate.errors.warn``)."""
 
     def track(self, items: Iterable, total: int | None = None, description: str = "") -> Iterator:
         yield from items
 
     def log(self, message: str) -> None:
-        pass
+        logging.getLogger("curate").info(message)
 
 
 @dataclass
@@ -133,7 +141,7 @@ class Stage:
     name: ClassVar[str]
     version: ClassVar[str] = "1"  # bump when the same config starts meaning something else
     Config: ClassVar[type[StageConfig]]
-    model_fields: ClassVar[tuple[str, ...]] = ()  # config fields that name one of the run's models
+    model_refs: ClassVar[tuple[str, ...]] = ()  # config fields that name one of the run's models (`models:`)
 
     def __init__(self, config: StageConfig | dict | None = None, /, **overrides: Any):
         if isinstance(config, StageConfig) and not overrides:
@@ -159,8 +167,8 @@ class Stage:
         return []
 
     def models_used(self) -> list[str]:
-        """The names of the run's models this stage calls (the values of ``model_fields``)."""
-        return [v for f in self.model_fields if (v := getattr(self.config, f, None))]
+        """The names of the run's models this stage calls (the values of ``model_refs``)."""
+        return [v for f in self.model_refs if (v := getattr(self.config, f, None))]
 
     def fingerprint_config(self) -> dict[str, Any]:
         """The config as it enters the fingerprint: the non-default fields. A stage whose
@@ -204,7 +212,10 @@ def validation_problems(err: ValidationError, model: type[BaseModel] | None = No
     out = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        if e["type"] == "extra_forbidden":
+        renamed = getattr(model, "renamed", {}) if model is not None and len(loc) == 1 else {}
+        if e["type"] == "extra_forbidden" and str(loc[0]) in renamed:
+            msg = f"renamed to {renamed[str(loc[0])]}"
+        elif e["type"] == "extra_forbidden":
             msg = "unknown key"
             if model is not None and len(loc) == 1:
                 close = difflib.get_close_matches(str(loc[0]), list(model.model_fields), n=1, cutoff=0.5)

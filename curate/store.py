@@ -7,6 +7,8 @@ Layout under the store root (``--store``, else ``$CURATE_STORE``, else ``./.cura
     versions/<fingerprint>/rejected.parquet   every row the step removed, with its reason
     names/<name>.json                         history of fingerprints a name pointed at
     tmp/                                      versions being written (renamed into place)
+    cache/<kind>/, models/, reports/          areas the store hands out (``Store.area``): derived
+                                              data a stage caches, trained models, run reports
 
 A version is written in ``tmp/`` and renamed into ``versions/`` in one atomic step, so a
 killed run never leaves a half version; stale temp directories are swept on the next
@@ -38,6 +40,8 @@ from urllib.parse import quote, unquote
 from .errors import StoreError, UsageError
 
 SHARD_ROWS = 100_000
+# The folders beside versions/ the store hands out (``Store.area``); nothing else writes under the root.
+AREAS = ("cache", "models", "reports")
 MIN_PREFIX = 6
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
@@ -153,6 +157,21 @@ class Store:
             pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
             if pid is not None and pid != os.getpid() and not _alive(pid):
                 shutil.rmtree(p, ignore_errors=True)
+
+    # ---- areas ----------------------------------------------------------------------
+    def area(self, name: str, *parts: str) -> Path:
+        """The folder ``<root>/<name>/<parts...>``, created: scratch space this store owns
+        for what is not a dataset version -- ``cache`` (derived data a stage keys by content,
+        e.g. minhash's signatures of a reference version), ``models`` (trained models and
+        trainings under way), ``reports`` (a run's comparison tables). Stages and the
+        fine-tuning step ask for an area instead of joining paths onto the root."""
+        if name not in AREAS:
+            raise StoreError(f"no store area {name!r}; areas are {', '.join(AREAS)}")
+        if any(not p or "/" in p or p in (".", "..") for p in parts):
+            raise StoreError(f"invalid store area path {'/'.join(parts)!r} under {name}")
+        path = self.root.joinpath(name, *parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     # ---- names ----------------------------------------------------------------------
     def _name_file(self, name: str) -> Path:

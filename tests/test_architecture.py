@@ -17,17 +17,20 @@ ALLOWED = {
     "stage": {"errors", "fingerprint"},
     "store": {"errors"},
     "sources": CORE | {"sources"},
+    # algorithms shared by stages, evaluation and calibration: core and the models layer (rds's
+    # nearest neighbours), never a stage
+    "algorithms": CORE | {"algorithms", "models"},
     # stages: core, the models layer, sources (a target / mix component is a data reference) and
     # train (augment's LLM2LLM loop fine-tunes its student through the bundled step)
-    "stages": CORE | {"stages", "models", "sources", "train"},
+    "stages": CORE | {"stages", "algorithms", "models", "sources", "train"},
     # the models layer: core, and sources (train-tiny reads its data through them)
     "models": CORE | {"models", "sources"},
-    "calibrate": CORE | {"stages"},
+    "calibrate": CORE | {"algorithms", "stages"},
     # the fine-tuning step: core, models (base models, train-tiny), sources (data references)
     "train": CORE | {"models", "sources"},
     "finetune": CORE | {"train", "evaluate", "models"},
-    "evaluate": CORE | {"models", "sources", "stages"},
-    "pipeline": CORE | {"recipe", "models"},  # recipe: only Pipeline.from_recipe, imported inside the method
+    "evaluate": CORE | {"algorithms", "models", "sources"},
+    "pipeline": CORE | {"models"},
     "versions": CORE | {"card"},
     "card": CORE,
     "report": CORE | {"pipeline"},

@@ -18,10 +18,10 @@ from curate.records import MESSAGES_TYPE, response_of
 from curate.sources import SOURCES
 from curate.stage import Reporter, StageContext
 from curate.stages import REGISTRY
-from curate.stages.allocate import prop2diff_quota
-from curate.stages.answers import check_answer, extract_answer
+from curate.algorithms.allocate import prop2diff_quota
+from curate.algorithms.answers import check_answer, extract_answer
 from curate.stages.augment import Augment
-from curate.stages.textstats import approx_tokens
+from curate.algorithms.textstats import approx_tokens
 
 from .scripted import BernoulliTeacher, Pool
 

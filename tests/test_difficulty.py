@@ -13,9 +13,9 @@ import pytest
 from curate.errors import RecipeError, StageError
 from curate.records import MESSAGES_TYPE, conversation_of
 from curate.stage import Reporter, StageContext
-from curate.stages.allocate import prop2diff_quota
+from curate.algorithms.allocate import prop2diff_quota
 from curate.stages.difficulty import Difficulty
-from curate.stages.textstats import approx_tokens
+from curate.algorithms.textstats import approx_tokens
 
 from .scripted import Pool, ScriptedLM
 

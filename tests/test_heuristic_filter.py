@@ -12,7 +12,7 @@ from curate.errors import RecipeError
 from curate.records import MESSAGES_TYPE
 from curate.stage import Reporter, StageContext
 from curate.stages.heuristics import HeuristicFilter
-from curate.stages.textstats import Document, duplicate_fractions, ngram_char_fractions
+from curate.algorithms.textstats import Document, duplicate_fractions, ngram_char_fractions
 
 # Plain prose written for this test: ~120 words, no repeated lines, no loops.
 CLEAN = (

@@ -11,7 +11,8 @@ from datasketch import MinHash
 
 from curate.errors import RecipeError
 from curate.stage import StageContext
-from curate.stages import MinhashDedup, lsh
+from curate.algorithms import lsh
+from curate.stages import MinhashDedup
 
 
 def real_documents(n_words=120):

@@ -11,7 +11,7 @@ from curate.records import MESSAGES_TYPE, texts
 from curate.sources import SOURCES
 from curate.stage import Reporter, StageContext
 from curate.stages.mix import Mix
-from curate.stages.textstats import approx_tokens
+from curate.algorithms.textstats import approx_tokens
 
 
 class Lines(Reporter):

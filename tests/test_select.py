@@ -19,9 +19,9 @@ from curate.errors import RecipeError, StoreError, UsageError
 from curate.models.embeddings import embed
 from curate.sources import SOURCES
 from curate.stages import SelectTarget
-from curate.stages import dsir as dsir_mod
-from curate.stages import ot as ot_mod
-from curate.stages import rds as rds_mod
+from curate.algorithms import dsir as dsir_mod
+from curate.algorithms import ot as ot_mod
+from curate.algorithms import rds as rds_mod
 
 LICENSES = Path("/usr/share/common-licenses")
 MAN = Path("/usr/share/man/man1")

@@ -158,8 +158,10 @@ def test_train_config_errors_name_the_field(tmp_path):
 def test_an_interrupted_training_resumes_from_its_last_checkpoint_and_ends_where_an_uninterrupted_one_does(
         tiny_lm, champ_version, isolated_store, tmp_path):
     steps = 60
-    args = ["train", "toy", "--model", str(tiny_lm), "--method", "full", "--max-steps", str(steps), "--save-steps", "5",
-            "--batch-size", "2", "--grad-accum", "1", "--max-length", "128", "--lr", "1e-3", "--store", str(isolated_store)]
+    settings = {"method": "full", "max_steps": steps, "save_steps": 5, "batch_size": 2, "gradient_accumulation": 1,
+                "max_length": 128, "learning_rate": 1e-3}
+    args = ["train", "toy", "--model", str(tiny_lm), *(a for k, v in settings.items() for a in ("--set", f"{k}={v}")),
+            "--store", str(isolated_store)]
     proc = subprocess.Popen([sys.executable, "-m", "curate", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=os.environ.copy(), start_new_session=True)
     work = isolated_store / "models" / "tmp"

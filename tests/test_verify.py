@@ -14,7 +14,7 @@ from curate.records import MESSAGES_TYPE
 from curate.sources import SOURCES
 from curate.stage import StageContext
 from curate.stages import REGISTRY
-from curate.stages.answers import Extracted, check_answer, extract_answer, same_answer
+from curate.algorithms.answers import Extracted, check_answer, extract_answer, same_answer
 from curate.stages.verify import Verify
 
 PLAIN_NUMBER = re.compile(r"\s*-?\d+(?:\.\d+|/\d+)?\s*")

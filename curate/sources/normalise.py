@@ -25,6 +25,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, ValidationInfo, field_validator
 
+from ..errors import warn
 from ..records import MESSAGES_TYPE
 from ..stage import Reporter, StageConfig
 from .base import REJECT_SCHEMA, SourceOutput, suggest
@@ -312,7 +313,7 @@ class Normaliser:
         for name in ("answer", "category"):
             if name in arrays and len(kept) and arrays[name].null_count == len(kept):
                 # Likely a misspelt key: an optional field that no record has.
-                self.reporter.log(f"warning: {self._described(name)} is absent in every record; check `fields`")
+                warn(f"{self._described(name)} is absent in every record; check `fields`")
         return SourceOutput(kept, rejected, self.rows_in)
 
     def _extra_column(self, name: str, values: list) -> pa.Array:
@@ -321,5 +322,5 @@ class Normaliser:
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
             # Mixed types across records (a number here, a string there): keep every value,
             # as JSON text, rather than fail the read or drop the column.
-            self.reporter.log(f"keep_fields '{name}' holds values of mixed types; kept as JSON text")
+            warn(f"keep_fields '{name}' holds values of mixed types; kept as JSON text")
             return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str) for v in values], type=pa.string())

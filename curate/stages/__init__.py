@@ -24,7 +24,10 @@ REGISTRY: dict[str, type[Stage]] = {
                 Rectify, SelectTarget, SemanticDedup, Verify)
 }
 
+# Stage names an earlier release used -> what replaced them (recipes get "renamed to ...").
+RENAMED: dict[str, str] = {}
+
 __all__ = [
-    "REGISTRY", "Augment", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "Mix",
+    "REGISTRY", "RENAMED", "Augment", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "Mix",
     "PerplexityFilter", "Rectify", "SelectTarget", "SemanticDedup", "Verify",
 ]

@@ -51,7 +51,7 @@ from ..errors import StageError
 from ..stage import Stage, StageConfig, StageContext, StageOutput, validation_problems
 from ..train.config import TrainConfig
 from . import dart, llm2llm
-from .answers import MATH_VERIFY_MISSING, AnswerKind
+from ..algorithms.answers import MATH_VERIFY_MISSING, AnswerKind
 
 # Fields only one method reads (a recipe that sets one for the other method is told so).
 METHOD_FIELDS = {
@@ -182,7 +182,7 @@ class Augment(Stage):
     version = "1"
     Config = AugmentConfig
     config: AugmentConfig
-    model_fields = ("model", "student")
+    model_refs = ("model", "student")
 
     def __init__(self, config: Any = None, /, **overrides: Any):
         super().__init__(config, **overrides)

@@ -10,7 +10,7 @@ Answers from any Language Model", 2023).
   ``O = mean_i o_i``.
 
   - ``r_i``: the indicator that y_i says the same as y -- their extracted final answers are
-    equivalent (``curate.stages.answers``: boxed / "answer is" / last number, exact or
+    equivalent (``curate.algorithms.answers``: boxed / "answer is" / last number, exact or
     symbolic comparison) when both have one, else their normalised texts are equal.
   - ``s_i``: semantic agreement. BSDetector uses an NLI model's non-contradiction
     probability. Where both answers are extractable, two different final answers to the same
@@ -51,7 +51,7 @@ from ..models import embeddings
 from ..models.base import LM, Sampling, Track
 from ..records import prompt_messages, prompt_of, response_of, shape_of
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
-from .answers import AnswerKind, Extracted, extract_answer, same_answer
+from ..algorithms.answers import AnswerKind, Extracted, extract_answer, same_answer
 
 # BSDetector's reflection prompt, and a second wording of it (the paper asks two and averages).
 REFLECTION_PROMPTS = (
@@ -205,7 +205,7 @@ class ConfidenceStage(Stage):
     """What the stages that measure confidence share: the model they call, and the embedder
     (checked when the stage is built; its identity in the fingerprint) when it is used."""
 
-    model_fields = ("model",)
+    model_refs = ("model",)
     config: ConfidenceConfig
 
     def __init__(self, config: Any = None, /, **overrides: Any):

@@ -9,7 +9,7 @@ has a *target number of correct responses*, and gives harder queries larger targ
 1. **Queries**: the distinct prompts (``group_by``, by default the prompt text) that have a
    non-empty reference answer (``answer_column``). The teacher is given the prompt turns of
    the group's first row with a reference (its system turns too, or ``system_prompt``).
-2. **Targets** ``n_q`` (``curate.stages.allocate``, shared with the ``difficulty`` stage):
+2. **Targets** ``n_q`` (``curate.algorithms.allocate``, shared with the ``difficulty`` stage):
 
    * ``uniform``: ``n_q = k_u`` (``per_prompt``; DART README: 40, ``pipeline/curate.ipynb``: 50).
    * ``prop2diff``: ``n_q = max(1, ceil(k_p * d_q / max_q' d_q'))``, the hardest query getting
@@ -73,8 +73,8 @@ from ..errors import StageError
 from ..models.base import Sampling
 from ..records import MESSAGES_TYPE, prompt_messages
 from ..stage import StageContext, StageOutput, split
-from . import allocate
-from .textstats import approx_tokens
+from ..algorithms import allocate
+from ..algorithms.textstats import approx_tokens
 from .verify import BATCH_ROWS, verify_batch
 
 if TYPE_CHECKING:

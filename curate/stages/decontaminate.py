@@ -227,7 +227,7 @@ class Decontaminate(Stage):
     version = "1"
     Config = DecontaminateConfig
     config: DecontaminateConfig
-    model_fields = ("min_k_model",)
+    model_refs = ("min_k_model",)
 
     def fingerprint_config(self) -> dict[str, Any]:
         # The files' names and contents, not where they are: a moved checkout stays cached.

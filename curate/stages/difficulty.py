@@ -58,13 +58,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from ..errors import StageError
+from ..errors import StageError, warn
 from ..models.base import Sampling
 from ..records import prompt_messages, shape_of, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
-from . import allocate
-from .answers import MATH_VERIFY_MISSING, AnswerKind
-from .textstats import approx_token_counts
+from ..algorithms import allocate
+from ..algorithms.answers import MATH_VERIFY_MISSING, AnswerKind
+from ..algorithms.textstats import approx_token_counts
 from .verify import BATCH_ROWS, verify_batch
 
 
@@ -165,7 +165,7 @@ class Difficulty(Stage):
     version = "1"
     Config = DifficultyConfig
     config: DifficultyConfig
-    model_fields = ("model",)
+    model_refs = ("model",)
 
     def __init__(self, config: Any = None, /, **overrides: Any):
         super().__init__(config, **overrides)
@@ -321,7 +321,7 @@ class Difficulty(Stage):
                                                              c.budget_unit == "rows", c.seed)
             stats.update(per_bin)
             if short:
-                ctx.reporter.log(f"difficulty: these bins hold less than their share of the budget: {', '.join(short)}")
+                warn(f"difficulty: these bins hold less than their share of the budget: {', '.join(short)}")
             return quota
         key = "per_prompt" if c.sampling == "uniform" else "max_per_prompt"
         quota, k = allocate.budgeted_quota(c.sampling, d, rank, gid, avail, cost, getattr(c, key), c.min_per_prompt,

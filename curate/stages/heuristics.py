@@ -66,7 +66,7 @@ from pydantic import field_validator, model_validator
 
 from ..records import default_text_field, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split
-from .textstats import Document
+from ..algorithms.textstats import Document
 
 
 class HeuristicFilterConfig(StageConfig):

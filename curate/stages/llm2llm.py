@@ -49,7 +49,7 @@ first 9; this stage's output is data, trained on by the recipe's ``train:`` sect
   then keeps the wrong rows whose question is in the seed file; evaluating only the seed
   questions gives the same set for less compute, and makes it plain that wrong answers on
   generated rows never reach the teacher.
-* Answers are graded by ``curate.stages.answers`` (``kind``), not by stripping everything
+* Answers are graded by ``curate.algorithms.answers`` (``kind``), not by stripping everything
   but digits and comparing floats: competition answers are expressions, not only numbers.
 * *Retries are capped* (``max_retries``; the paper loops until the quota is met), kept
   problems are shown in their order (the paper shuffles them), and each (round, attempt)
@@ -117,7 +117,7 @@ from .dart import (
     row_ids,
     with_added_columns,
 )
-from .textstats import approx_tokens
+from ..algorithms.textstats import approx_tokens
 from .verify import BATCH_ROWS, verify_batch
 
 if TYPE_CHECKING:
@@ -313,7 +313,7 @@ def augment(table: pa.Table, ctx: StageContext, c: AugmentConfig) -> StageOutput
     taken = row_ids(table)[1]
     cheapest = min(tokens(request(s, min(c.per_seed, MAX_ITEMS), [], c)) for s in seeds)
     temporary = ctx.store is None
-    root = Path(tempfile.mkdtemp(prefix="curate-llm2llm-")) if temporary else ctx.store.root / "models" / "tmp"
+    root = Path(tempfile.mkdtemp(prefix="curate-llm2llm-")) if temporary else ctx.store.area("models", "tmp")
     stats: dict[str, int | float] = {"seeds": len(seeds), "rounds": 0}
     totals: Counter = Counter()
     folders: set[Path] = set()

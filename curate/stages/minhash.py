@@ -40,7 +40,7 @@ from ..errors import StageError
 from ..fingerprint import hash_parts
 from ..records import default_text_field, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, check_keep_policy, split
-from . import lsh
+from ..algorithms import lsh
 
 
 class MinhashDedupConfig(StageConfig):
@@ -157,12 +157,11 @@ class MinhashDedup(Stage):
         ref_table = version.table()
         ref_field = c.field or default_text_field(ref_table)
         key = hash_parts(version.fingerprint, ref_field, c.normalizer().__dict__, c.ngram, c.unit, c.num_perm, c.seed)
-        path = ctx.store.root / "cache" / "minhash" / f"{key}.npz"
+        path = ctx.store.area("cache", "minhash") / f"{key}.npz"
         if path.is_file():
             cached = np.load(path)
             return ref_table, cached["sig"], cached["valid"]
         sig, valid = signatures_of(ref_table, ref_field, c, ctx, f"{self.name} against {ref}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{key}.{os.getpid()}.tmp.npz")
         np.savez(tmp, sig=sig, valid=valid)
         os.replace(tmp, path)

@@ -39,11 +39,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
-from ..errors import StageError
+from ..errors import StageError, warn
 from ..records import shape_of, texts
 from ..sources.refs import DataRef, names_a_file, resolve_data
 from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split
-from .textstats import approx_tokens
+from ..algorithms.textstats import approx_tokens
 
 INPUT = "input"
 
@@ -160,8 +160,8 @@ class Mix(Stage):
             got_rows.append(len(ids) - start)
             got_units.append(float(sum(s[p].sum() for p, _ in picks)))
             if got_units[-1] < q and not c.upsample:
-                ctx.reporter.log(f"warning: mix: component '{name}' has {have[i]:,.0f} {c.unit}, short of its quota "
-                                 f"{q:,.0f} (upsample: false); its share falls below the target {shares[i]:.3f}")
+                warn(f"mix: component '{name}' has {have[i]:,.0f} {c.unit}, short of its quota "
+                     f"{q:,.0f} (upsample: false); its share falls below the target {shares[i]:.3f}")
 
         try:
             kept = pa.concat_tables(parts, promote_options="default")

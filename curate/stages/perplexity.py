@@ -85,7 +85,7 @@ class PerplexityFilter(Stage):
 
     name = "perplexity_filter"
     Config = PerplexityConfig
-    model_fields = ("model",)
+    model_refs = ("model",)
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         c = self.config
@@ -156,7 +156,7 @@ class IfdScore(Stage):
 
     name = "ifd_score"
     Config = IfdConfig
-    model_fields = ("model",)
+    model_refs = ("model",)
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         if shape_of(table) != "sft":

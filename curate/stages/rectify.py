@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 
 from ..records import prompt_messages, prompt_of, response_of
 from ..stage import StageContext, StageOutput, split, with_columns
-from .answers import check_answer
+from ..algorithms.answers import check_answer
 from .confidence import (
     ConfidenceConfig,
     ConfidenceScorer,

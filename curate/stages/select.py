@@ -3,15 +3,15 @@ a small set of examples of what the model should be good at.
 
 Methods (the algorithms are in their own modules, with their papers and defaults):
 
-* ``got_d`` (default; ``curate.stages.ot``): GOT-D (Kang et al., ICLR 2024). Entropic OT
+* ``got_d`` (default; ``curate.algorithms.ot``): GOT-D (Kang et al., ICLR 2024). Entropic OT
   between the embedded pool and the embedded target; a candidate's score is minus the
   calibrated gradient of the OT distance with respect to its mass, and the highest k are
   kept. It picks what moves the pool's distribution toward the target, not merely the
   nearest neighbours of the target.
-* ``dsir`` (``curate.stages.dsir``): DSIR (Xie et al., NeurIPS 2023). Importance weights of a
+* ``dsir`` (``curate.algorithms.dsir``): DSIR (Xie et al., NeurIPS 2023). Importance weights of a
   hashed unigram + bigram model of the target over one of the pool, Gumbel top-k resampling
   (seeded). No embeddings: the cheapest method, and the one for pretraining-scale pools.
-* ``similarity`` (``curate.stages.rds``): RDS+ (Ivison et al., 2025). Cosine similarity of
+* ``similarity`` (``curate.algorithms.rds``): RDS+ (Ivison et al., 2025). Cosine similarity of
   embeddings, round-robin over the target examples (over tasks when ``task_column`` labels
   the target rows), faiss for the search.
 
@@ -40,12 +40,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from ..errors import StageError
+from ..errors import StageError, warn
 from ..models import embeddings
 from ..records import texts
 from ..sources.refs import DataRef, DataSpec, resolve_data
 from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split, with_columns
-from . import dsir, ot, rds
+from ..algorithms import dsir, ot, rds
 
 
 class SelectTargetConfig(StageConfig):
@@ -159,9 +159,8 @@ class SelectTarget(Stage):
                 order = np.lexsort((np.arange(n), -score))[:k]  # ties: input order
                 stats.update(sinkhorn_iterations=result.iterations, marginal_error=result.marginal_error)
                 if not result.converged:
-                    ctx.reporter.log(f"{self.name}: warning: Sinkhorn stopped at {c.ot_max_iterations} iterations with "
-                                     f"marginal error {result.marginal_error:.3g} > {c.ot_threshold}; raise ot_max_iterations "
-                                     "or epsilon")
+                    warn(f"{self.name}: Sinkhorn stopped at {c.ot_max_iterations} iterations with marginal "
+                         f"error {result.marginal_error:.3g} > {c.ot_threshold}; raise ot_max_iterations or epsilon")
             else:
                 score = rds.best_similarity(pool_emb, target_emb)
                 if c.task_column:

@@ -8,7 +8,7 @@ final answer of the response, compare it with the reference, keep the verdict.
   al. 2022, "Solving Quantitative Reasoning Problems with Language Models"), the clause
   after the last answer marker ("the answer is", "Answer:", GSM8K's "#### "), the value a
   final summary sentence states ("... is 239."), the last number; for ``kind: text`` the
-  final sentence. The rules are spelled out in ``curate.stages.answers``.
+  final sentence. The rules are spelled out in ``curate.algorithms.answers``.
 * comparison by ``kind``: ``number`` as exact rationals, ``math`` also symbolically
   (math-verify, Hugging Face; SymPy), ``text`` as normalised strings.
 
@@ -34,10 +34,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import StageError
+from ..errors import StageError, warn
 from ..records import texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
-from .answers import MATH_VERIFY_MISSING, AnswerKind, check_answer, extract_answer
+from ..algorithms.answers import MATH_VERIFY_MISSING, AnswerKind, check_answer, extract_answer
 
 DEFAULT_ANSWER_COLUMN = "answer"
 BATCH_ROWS = 500
@@ -99,8 +99,8 @@ class Verify(Stage):
             if column != DEFAULT_ANSWER_COLUMN:
                 raise StageError(f"verify: answer_column '{column}' is not a column of the table; "
                                  f"columns are {', '.join(table.column_names)}")
-            ctx.reporter.log(f"verify: the table has no '{column}' column, so no row has a reference answer: "
-                             "every row is unknown (set answer_column to the column holding them)")
+            warn(f"verify: the table has no '{column}' column, so no row has a reference answer: "
+                 "every row is unknown (set answer_column to the column holding them)")
             return [None] * table.num_rows
         return [None if v is None else str(v) for v in table.column(column).to_pylist()]
 

@@ -3,7 +3,7 @@ with its lineage, loss log and evaluations) out. See ``sft`` (TRL) and ``artifac
 
 from .artifacts import ModelStore, TrainedModel, resolve_base
 from .config import TrainConfig
-from .sft import BaseModel, TrainError, run_sft, training_rows
+from .sft import BaseWeights, TrainError, run_sft, training_rows
 
-__all__ = ["BaseModel", "ModelStore", "TrainConfig", "TrainError", "TrainedModel", "resolve_base", "run_sft",
+__all__ = ["BaseWeights", "ModelStore", "TrainConfig", "TrainError", "TrainedModel", "resolve_base", "run_sft",
            "training_rows"]

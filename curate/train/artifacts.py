@@ -31,7 +31,7 @@ from ..errors import StoreError
 from ..fingerprint import hash_parts
 from ..store import Store, Version, now
 from .config import TrainConfig
-from .sft import BaseModel, TrainError, run_sft
+from .sft import BaseWeights, TrainError, run_sft
 
 TRAIN_VERSION = "1"  # bump when the same config starts training something else
 
@@ -59,7 +59,7 @@ class TrainedModel:
             return [json.loads(line) for line in f if line.strip()]
 
 
-def resolve_base(model: str, pool: Any = None, store: Any = None, reporter: Any = None) -> BaseModel:
+def resolve_base(model: str, pool: Any = None, store: Any = None, reporter: Any = None) -> BaseWeights:
     """The base model a ``train.model`` names: one of the run's models (transformers
     backend), a local folder, or a cached hub id."""
     from ..models.config import TransformersSpec
@@ -70,9 +70,9 @@ def resolve_base(model: str, pool: Any = None, store: Any = None, reporter: Any 
         if not isinstance(spec, TransformersSpec):
             raise TrainError(f"train.model: '{model}' is a {spec.backend} model; fine-tuning needs weights to load "
                              "(a transformers entry, a local folder or a cached hub id)")
-        return BaseModel(model_dir(spec, reporter, store, pool.cache_root), pool.identity(model), model)
+        return BaseWeights(model_dir(spec, reporter, store, pool.cache_root), pool.identity(model), model)
     path = model_dir(TransformersSpec(model=model), reporter, store)
-    return BaseModel(path, dir_identity(path), model)
+    return BaseWeights(path, dir_identity(path), model)
 
 
 class ModelStore:
@@ -80,9 +80,9 @@ class ModelStore:
 
     def __init__(self, store: Store):
         self.store = store
-        self.root = store.root / "models"
+        self.root = store.area("models")
 
-    def fingerprint(self, data_fingerprint: str, base: BaseModel, config: TrainConfig) -> str:
+    def fingerprint(self, data_fingerprint: str, base: BaseWeights, config: TrainConfig) -> str:
         return hash_parts("finetune", data_fingerprint, base.identity, config.fingerprint_config(), TRAIN_VERSION)
 
     def has(self, fingerprint: str) -> bool:
@@ -117,7 +117,7 @@ class ModelStore:
         known = ", ".join(sorted({m.name for m in models})) or "none yet (curate train)"
         raise StoreError(f"no trained model '{ref}' in {self.root} (models trained on: {known})")
 
-    def train(self, version: Version, name: str, config: TrainConfig, base: BaseModel, reporter: Any = None,
+    def train(self, version: Version, name: str, config: TrainConfig, base: BaseWeights, reporter: Any = None,
               force: bool = False) -> tuple[TrainedModel, bool]:
         """The model ``config`` trains from ``base`` on ``version`` (called ``name``), and
         whether it was already there. A training of the same fingerprint that was killed

@@ -50,7 +50,7 @@ class TrainError(UsageError):
 
 
 @dataclass(frozen=True)
-class BaseModel:
+class BaseWeights:
     """The model a training starts from: its local folder and content identity."""
 
     path: Path
@@ -100,7 +100,7 @@ def last_checkpoint(work: Path) -> Path | None:
     return complete
 
 
-def run_sft(table: pa.Table, config: TrainConfig, base: BaseModel, work: Path, out: Path, reporter: Any = None) -> dict:
+def run_sft(table: pa.Table, config: TrainConfig, base: BaseWeights, work: Path, out: Path, reporter: Any = None) -> dict:
     """Fine-tune ``base`` on ``table`` with ``config``; checkpoints go to ``work`` (resumed
     from when they exist), the result to ``out``: ``model/``, ``adapter/`` (LoRA),
     ``log.jsonl``. Returns the training summary."""

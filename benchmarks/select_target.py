@@ -2,7 +2,7 @@
 Sinkhorn) on a pool of 200,000 embedded candidates, against the textbook way (POT's
 log-domain Sinkhorn on the dense N x |T| cost matrix), same data, same run.
 
-    python benchmarks/select.py [--candidates 200000] [--target 500] [--budget 20000]
+    python benchmarks/select_target.py [--candidates 200000] [--target 500] [--budget 20000]
 
 The pool: real texts embedded with the packaged all-MiniLM-L6-v2 -- CHAMP problem statements
 and solutions (math) and paragraphs of the licences and manual pages this machine ships
@@ -10,7 +10,7 @@ and solutions (math) and paragraphs of the licences and manual pages this machin
 renormalised) until there are ``--candidates``; the target: perturbed copies of held-out
 CHAMP problems. Embedding 200,000 texts takes an hour on this CPU and is not what is being
 measured; the clouds keep the real embeddings' geometry. The base embeddings are cached in
-``~/.cache/curate-bench/``.
+``~/.cache/curate-bench/`` (or ``$CURATE_BENCH_CACHE``).
 
 Each side runs in its own process, so ``peak_rss_mb`` is that side's own peak (Python,
 numpy, POT and the torch POT imports, the embeddings, the solver). Figures: wall seconds of
@@ -22,20 +22,14 @@ candidates. Last line: one JSON object.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file is named select.py: drop its folder from the path before anything imports the
-# standard library's `select` (subprocess does).
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
 import argparse
 import gzip
 import json
+import os
 import re
 import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CACHE = Path.home() / ".cache" / "curate-bench"
+CACHE = Path(os.environ.get("CURATE_BENCH_CACHE", Path.home() / ".cache" / "curate-bench"))
 
 
 def base_texts() -> tuple[list[str], list[bool], list[str]]:
@@ -105,7 +99,7 @@ def side(args: argparse.Namespace) -> None:
 
     import ot
 
-    from curate.stages import ot as got
+    from curate.algorithms import ot as got
 
     pool, _, target = data(args.candidates, args.target)
     start = time.perf_counter()

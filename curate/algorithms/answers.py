@@ -63,7 +63,7 @@ the value, as in CHAMP. A small set of rules finds it; True when any alternative
   is equal to 2/3").
 
 The symbolic half (SymPy, math-verify, and the guards that keep it bounded) is in
-``curate.stages.symbolic``.
+``curate.algorithms.symbolic`` (the lexical layer both share: ``latex``).
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Literal
 
+from .latex import MATH_VERIFY_MISSING, PLAIN_FUNCTIONS, SHORT_WORDS, clean, closing_bracket, plain  # noqa: F401 (MATH_VERIFY_MISSING: re-exported)
+from .symbolic import symbolic_equal
+
 AnswerKind = Literal["math", "number", "text"]
-TIMEOUT_S = 5
-MATH_VERIFY_MISSING = "verify with kind: math needs math-verify: pip install math-verify"
 
 
 @dataclass(frozen=True)
@@ -108,18 +109,6 @@ COPULA = re.compile(
 )
 SENTENCE_END = re.compile(r"(?<=[^.][.!?])\s+(?=[A-Z])")  # not after an ellipsis
 MATH_SPAN = re.compile(r"\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
-PLAIN_FUNCTIONS = frozenset({
-    "sqrt", "cbrt", "floor", "ceil", "log", "ln", "exp", "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos",
-    "arctan", "mod", "gcd", "lcm", "max", "min", "pi", "binom",
-})
-# Short English words: a run of 1-3 letters is a product of variables ("3abc") unless it is one of these.
-SHORT_WORDS = frozenset({
-    "is", "or", "of", "to", "in", "at", "be", "an", "as", "if", "it", "by", "on", "no", "so", "we", "do", "he", "me",
-    "my", "up", "us", "am", "go", "the", "and", "for", "all", "are", "not", "any", "has", "can", "yes", "its", "was",
-    "but", "may", "one", "two", "six", "ten", "see", "set", "get", "use", "way", "per", "how", "why", "who", "off",
-    "out", "our", "you", "she", "him", "her", "his", "had", "did", "let", "put", "say", "now", "new", "few", "own",
-    "too", "via", "odd", "sum",
-})
 _SHORT = "|".join(sorted(SHORT_WORDS, key=len, reverse=True))
 _TOKEN = re.compile(
     r"\s*(?:\d+|\\[A-Za-z]+|\\[{}%,;!]|mod\b|(?:"
@@ -133,7 +122,7 @@ _TOKEN = re.compile(
 
 def extract_answer(response: str, kind: AnswerKind = "math") -> Extracted | None:
     """The final answer of ``response`` by the module's rules; None when there is none."""
-    text = _plain(response or "")
+    text = plain(response or "")
     if not text.strip():
         return None
     if (box := last_boxed(text)) is not None:
@@ -152,32 +141,12 @@ def extract_answer(response: str, kind: AnswerKind = "math") -> Extracted | None
     return Extracted(numbers[-1].strip(), "last_number") if numbers else None
 
 
-_UNICODE = str.maketrans({"\u2212": "-", "\u00a0": " ", "\u2009": " ", "²": "^2", "³": "^3", "π": "pi", "·": "*"})
-
-
-def _plain(text: str) -> str:
-    return re.sub(r"√\s*(\d+|[A-Za-z](?![A-Za-z]))", r"sqrt(\1)", text.translate(_UNICODE)).replace("√", "sqrt")
-
-
 def last_boxed(text: str) -> str | None:
     """The content of the last closed, non-empty ``\\boxed{...}`` / ``\\fbox{...}``."""
     for m in reversed(list(BOX.finditer(text))):
-        end = _closing(text, m.end() - 1)
+        end = closing_bracket(text, m.end() - 1)
         if end is not None and text[m.end():end].strip():
             return text[m.end():end].strip()
-    return None
-
-
-def _closing(text: str, start: int) -> int | None:
-    """The index of the bracket closing the one at ``start``; None when it is not closed."""
-    opening = text[start]
-    closing = ")]}"["([{".index(opening)]
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] in (opening, closing) and (i == start or text[i - 1] != "\\"):
-            depth += 1 if text[i] == opening else -1
-            if depth == 0:
-                return i
     return None
 
 
@@ -208,7 +177,7 @@ def leading_expression(text: str) -> str:
     while m := _TOKEN.match(text, pos):
         pos = m.end()
         while pos < len(text) and text[pos] == "{":  # a command's (or a group's) braces, whole
-            end = _closing(text, pos)
+            end = closing_bracket(text, pos)
             if end is None:
                 break
             pos = end + 1
@@ -234,18 +203,7 @@ _NUMBER_FULL = re.compile(
     rf"(?P<sign>-)?\s*(?:\\frac\{{\s*(?P<fn>-?{_DEC})\s*\}}\{{\s*(?P<fd>{_DEC})\s*\}}|(?P<n>{_DEC})(?:\s*/\s*(?P<d>{_DEC}))?)"
     r"\s*(?P<pct>%)?(?:\s+[A-Za-z]{2,})?"
 )
-_UNWRAP = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
-_DELIMITERS = re.compile(r"\\?\$|\\[()\[\]]|\\left\b|\\right\b|\\[!,;: ]|\\displaystyle\b")
 _LIST = re.compile(r",(?!\d{3}(?!\d))")  # a comma that is not a thousands separator
-_BINOM = re.compile(r"\bC\(\s*([^(),]+?)\s*,\s*([^(),]+?)\s*\)")
-
-
-def clean(s: str) -> str:
-    """LaTeX delimiters, spacing and text wrappers removed; what a value is read from."""
-    s = _DELIMITERS.sub(" ", _plain(s))
-    s = _UNWRAP.sub(r"\1", s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
-    s = s.replace("\\%", "%").strip("*").replace("**", "^")  # markdown bold; Python's power
-    return re.sub(r"\s+", " ", s).strip().rstrip(".,;: ").strip()
 
 
 def parse_number(s: str) -> Number | None:
@@ -343,8 +301,6 @@ def compare(predicted: str, reference: str, kind: AnswerKind, tolerance: Fractio
         return numbers_equal(p, r, tolerance)
     if kind == "number":
         return None
-    from .symbolic import symbolic_equal  # here: symbolic imports this module's readers
-
     return symbolic_equal(predicted, reference)
 
 

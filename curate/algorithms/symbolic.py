@@ -1,5 +1,5 @@
 """Symbolic equivalence of two answers that are not plain numbers ("2^n" and "2^{n}",
-"\\sqrt{2}" and "sqrt(2)", "n(n+1)/2" and "\\frac{n(n+1)}{2}"), for ``curate.stages.answers``.
+"\\sqrt{2}" and "sqrt(2)", "n(n+1)/2" and "\\frac{n(n+1)}{2}"), for ``curate.algorithms.answers``.
 
 Simple LaTeX is rewritten to plain text and read with SymPy's ``parse_expr`` first
 (math-verify misreads plain text: "2^floor(n/2)" becomes 2, "max(0, n-1)" becomes m*a*x,
@@ -21,15 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import StageError
-from .answers import (
-    _BINOM,
-    MATH_VERIFY_MISSING,
-    PLAIN_FUNCTIONS,
-    SHORT_WORDS,
-    TIMEOUT_S,
-    _closing,
-    clean,
-)
+from .latex import BINOM, MATH_VERIFY_MISSING, PLAIN_FUNCTIONS, SHORT_WORDS, TIMEOUT_S, clean, closing_bracket
 
 _WORD = re.compile(r"(\\?)([A-Za-z]+)(\(?)")
 
@@ -40,7 +32,7 @@ def too_big(s: str) -> bool:
     for m in re.finditer(r"[\^!]", s):
         if m[0] == "^":
             start = m.end() + (len(s[m.end():]) - len(s[m.end():].lstrip()))
-            end = _closing(s, start) if s[start:start + 1] in ("{", "(") else None
+            end = closing_bracket(s, start) if s[start:start + 1] in ("{", "(") else None
             arg = s[start:end] if end is not None else re.match(r"-?\w*", s[start:])[0]
         else:
             before = s[:m.start()].rstrip()
@@ -100,7 +92,7 @@ def parse_math(s: str) -> Any:
     from sympy import Basic, MatrixBase
 
     try:
-        latex = "$" + _BINOM.sub(r"\\binom{\1}{\2}", s) + "$"
+        latex = "$" + BINOM.sub(r"\\binom{\1}{\2}", s) + "$"
         parsed = mv.parse(latex, fallback_mode="no_fallback", parsing_timeout=_timeout(), raise_on_error=True)
     except (Exception, TimeoutException):  # noqa: BLE001 -- any failure to read is "not an expression"
         return None
@@ -135,7 +127,7 @@ def latex_to_plain(s: str) -> str | None:
                 return None
             args = []
             for _ in range(1 if name == "sqrt" else 2):
-                end = _closing(s, i) if s[i:i + 1] == "{" else None
+                end = closing_bracket(s, i) if s[i:i + 1] == "{" else None
                 inner = latex_to_plain(s[i + 1:end]) if end is not None else None
                 if inner is None:  # "\\frac12", "\\sqrt[3]{x}": left to math-verify
                     return None
