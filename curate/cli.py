@@ -197,6 +197,19 @@ def stages(name: Annotated[Optional[str], typer.Argument(help="A stage name to d
     _print_config_fields("", cls.Config)
 
 
+def _config_from_settings(config_cls, values: dict):
+    """``config_cls(**values)``; its problems reported as the ``--set`` items that caused them."""
+    from pydantic import ValidationError
+
+    from .errors import RecipeError
+    from .stage import validation_problems
+
+    try:
+        return config_cls(**values)
+    except ValidationError as e:
+        raise RecipeError([f"--set {'.'.join(map(str, loc))}: {msg}" for loc, msg in validation_problems(e, config_cls)]) from None
+
+
 def _print_config_fields(title: str, config_cls) -> None:
     from .stage import describe_config
 
@@ -372,12 +385,8 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact model exists.")] = False,
 ) -> None:
     """Fine-tune a model on a dataset version (TRL SFT, LoRA or full); an interrupted run resumes from its last checkpoint."""
-    from pydantic import ValidationError
-
-    from .errors import RecipeError
     from .finetune import train_model
     from .recipe import parse_settings
-    from .stage import validation_problems
     from .store import Store
     from .train import TrainConfig
 
@@ -397,11 +406,7 @@ def train(
         base_cfg, ref, models = r.train.model_dump(exclude_defaults=True), r.name, r.models
     else:
         base_cfg, ref = {}, target
-    try:
-        config = TrainConfig(**{**base_cfg, **given})
-    except ValidationError as e:
-        raise RecipeError([f"--set {'.'.join(map(str, loc))}: {msg}"
-                           for loc, msg in validation_problems(e, TrainConfig)]) from None
+    config = _config_from_settings(TrainConfig, {**base_cfg, **given})
     trained, cached = train_model(ref, config, store=Store(store), models=models, reporter=RichReporter(err), force=force)
     s = trained.manifest["train"]
     resumed = f", resumed from {s['resumed_from']}" if s.get("resumed_from") else ""
@@ -417,42 +422,22 @@ def eval_(
                                                      "or local model folders.")],
     data: Annotated[str, typer.Option("--data", help="Held-out set: a file with question + answer (+ solution), or a "
                                                      "dataset reference.")],
-    kind: Annotated[str, typer.Option("--kind", help="How answers compare: math | number | text.")] = "math",
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens generated per answer.")] = 512,
-    instruction: Annotated[Optional[str], typer.Option("--instruction", help="Appended to every question.")] = None,
+    settings: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help=(
+        "An eval setting (repeatable; the value is YAML): --set kind=number --set max_tokens=256 "
+        "--set instruction='Put the final answer in \\boxed{}.'"))] = [],  # noqa: B006
     table_out: Annotated[Optional[Path], typer.Option("--out", help="Write the comparison table here (.md, and .csv beside).")] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a held-out set with each model, check the answers, and compare accuracy (95% CI) and held-out loss."""
-    from .errors import StoreError
+    from .recipe import parse_settings
     from .evaluate import comparison_table, write_comparison
-    from .finetune import run_eval
+    from .finetune import evaluate_models
     from .store import Store
-    from .train import ModelStore
     from .train.config import EvalConfig
 
-    st = Store(store)
-    registry = ModelStore(st)
-    evaluation = EvalConfig(data=data, kind=kind, max_tokens=max_tokens, instruction=instruction)  # type: ignore[arg-type]
-    from .evaluate import load_eval_set
-
-    items = load_eval_set(evaluation.data, st)
-    rows = []
-    for ref in models:
-        if Path(ref).is_dir():
-            row = {"label": ref, "dataset": "-", "dataset_fingerprint": "", "rows": 0, "train_loss": None}
-            path = ref
-        else:
-            try:
-                m = registry.resolve(ref)
-            except StoreError as e:
-                raise UsageError(str(e)) from None
-            row = {"label": m.name, "dataset": m.name, "dataset_fingerprint": m.manifest["dataset"]["fingerprint"],
-                   "rows": m.manifest["dataset"]["rows"], "train_loss": m.manifest["train"]["final_loss"],
-                   "model": m.fingerprint}
-            path = str(m.model_path)
-        rows.append({**row, "eval": run_eval(path, row["label"], items, evaluation, RichReporter(err)).to_json()})
+    evaluation = _config_from_settings(EvalConfig, {**parse_settings(settings), "data": data})
+    rows = evaluate_models(models, evaluation, Store(store), RichReporter(err))
     if as_json:
         out.print_json(json.dumps(rows))
         return

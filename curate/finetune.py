@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .fingerprint import hash_parts
+from .stage import Reporter
 from .store import Store, Version
 from .train import ModelStore, TrainConfig, TrainedModel, resolve_base
 from .train.config import EvalConfig
+
+if TYPE_CHECKING:
+    from .models import ModelPool
 
 EVAL_VERSION = "1"
 SOURCE_STEP = "source"
@@ -66,52 +70,47 @@ def training_targets(name: str, final: Version, config: TrainConfig, store: Stor
 
 
 def finetune_and_evaluate(name: str, final: Version, train: TrainConfig, evaluation: EvalConfig | None,
-                          models: dict[str, Any], store: Store, steps: list[str], reporter: Any = None,
+                          pool: ModelPool, store: Store, steps: list[str], reporter: Reporter | None = None,
                           force: bool = False) -> Finished:
     """Train ``train.model`` on ``final`` and on the baselines, evaluate each (and the base
-    model) on ``evaluation.data``, and write the comparison table."""
-    from .models import ModelPool
-
-    pool = ModelPool(models, reporter=reporter, store=store)
+    model) on ``evaluation.data``, and write the comparison table. ``pool`` is the run's
+    models (``Recipe.run`` passes the one its chain used); the caller closes it."""
     done = Finished()
-    try:
-        base = resolve_base(train.model, pool, store, reporter)
-        registry = ModelStore(store)
-        for label, version in training_targets(name, final, train, store, [SOURCE_STEP, *steps]):
-            model, cached = registry.train(version, label, train, base, reporter, force=force)
-            if reporter is not None:
-                s = model.manifest["train"]
-                reporter.log(f"finetune {label}: {'cached' if cached else 'trained'} {model.fingerprint} "
-                             f"({s['steps']} steps, loss {s['first_loss']} -> {s['final_loss']})")
-            done.models.append((label, model, cached))
-        if evaluation is None:
-            return done
-        from .evaluate import load_eval_set
-
-        items = load_eval_set(evaluation.data, store)
-        eval_fp = hash_parts("eval", [(i.id, i.question, i.answer, i.solution) for i in items],
-                             evaluation.model_dump(mode="json", exclude={"data", "base"}), EVAL_VERSION)
-        if evaluation.base:
-            done.rows.append({"label": f"{base.label} (base, not fine-tuned)", "dataset": "-", "dataset_fingerprint": "",
-                              "rows": 0, "train_loss": None,
-                              "eval": _evaluate_base(base, items, evaluation, eval_fp, store, reporter)})
-        for label, model, _ in done.models:
-            result = registry.load_eval(model, eval_fp)
-            if result is None or force:
-                evaluated = run_eval(str(model.model_path), label, items, evaluation, reporter)
-                evaluated.write(registry.eval_dir(model, eval_fp))
-                result = evaluated.to_json()
+    base = resolve_base(train.model, pool, store, reporter)
+    registry = ModelStore(store)
+    for label, version in training_targets(name, final, train, store, [SOURCE_STEP, *steps]):
+        model, cached = registry.train(version, label, train, base, reporter, force=force)
+        if reporter is not None:
             s = model.manifest["train"]
-            done.rows.append({"label": label, "dataset": model.name, "dataset_fingerprint": model.manifest["dataset"]["fingerprint"],
-                              "rows": model.manifest["dataset"]["rows"], "train_loss": s["final_loss"],
-                              "model": model.fingerprint, "eval": result})
-        from .evaluate import comparison_table, write_comparison
-
-        done.table = comparison_table(done.rows)
-        done.path, _ = write_comparison(done.rows, store.area("reports", name) / "comparison.md")
+            reporter.log(f"finetune {label}: {'cached' if cached else 'trained'} {model.fingerprint} "
+                         f"({s['steps']} steps, loss {s['first_loss']} -> {s['final_loss']})")
+        done.models.append((label, model, cached))
+    if evaluation is None:
         return done
-    finally:
-        pool.close()
+    from .evaluate import load_eval_set
+
+    items = load_eval_set(evaluation.data, store)
+    eval_fp = hash_parts("eval", [(i.id, i.question, i.answer, i.solution) for i in items],
+                         evaluation.model_dump(mode="json", exclude={"data", "base"}), EVAL_VERSION)
+    if evaluation.base:
+        done.rows.append({"label": f"{base.label} (base, not fine-tuned)", "dataset": "-", "dataset_fingerprint": "",
+                          "rows": 0, "train_loss": None,
+                          "eval": _evaluate_base(base, items, evaluation, eval_fp, store, reporter)})
+    for label, model, _ in done.models:
+        result = registry.load_eval(model, eval_fp)
+        if result is None or force:
+            evaluated = run_eval(str(model.model_path), label, items, evaluation, reporter)
+            evaluated.write(registry.eval_dir(model, eval_fp))
+            result = evaluated.to_json()
+        s = model.manifest["train"]
+        done.rows.append({"label": label, "dataset": model.name, "dataset_fingerprint": model.manifest["dataset"]["fingerprint"],
+                          "rows": model.manifest["dataset"]["rows"], "train_loss": s["final_loss"],
+                          "model": model.fingerprint, "eval": result})
+    from .evaluate import comparison_table, write_comparison
+
+    done.table = comparison_table(done.rows)
+    done.path, _ = write_comparison(done.rows, store.area("reports", name) / "comparison.md")
+    return done
 
 
 def _evaluate_base(base: Any, items: list, evaluation: EvalConfig, eval_fp: str, store: Store, reporter: Any) -> dict:
@@ -122,7 +121,34 @@ def _evaluate_base(base: Any, items: list, evaluation: EvalConfig, eval_fp: str,
         return json.loads((folder / "eval.json").read_text())
     result = run_eval(str(base.path), base.label, items, evaluation, reporter)
     result.write(folder)
-    return result
+    return result.to_json()
+
+
+def evaluate_models(refs: list[str], evaluation: EvalConfig, store: Store, reporter: Reporter | None = None
+                    ) -> list[dict[str, Any]]:
+    """``curate eval``: a comparison row per model -- a trained model (its fingerprint, or the
+    dataset it was trained on) or a local model folder -- each answering ``evaluation.data``."""
+    from .errors import StoreError, UsageError
+    from .evaluate import load_eval_set
+
+    registry = ModelStore(store)
+    items = load_eval_set(evaluation.data, store)
+    rows = []
+    for ref in refs:
+        if Path(ref).is_dir():
+            row = {"label": ref, "dataset": "-", "dataset_fingerprint": "", "rows": 0, "train_loss": None}
+            path = ref
+        else:
+            try:
+                m = registry.resolve(ref)
+            except StoreError as e:
+                raise UsageError(str(e)) from None
+            row = {"label": m.name, "dataset": m.name, "dataset_fingerprint": m.manifest["dataset"]["fingerprint"],
+                   "rows": m.manifest["dataset"]["rows"], "train_loss": m.manifest["train"]["final_loss"],
+                   "model": m.fingerprint}
+            path = str(m.model_path)
+        rows.append({**row, "eval": run_eval(path, row["label"], items, evaluation, reporter).to_json()})
+    return rows
 
 
 def run_eval(model_path: str, label: str, items: list, evaluation: EvalConfig, reporter: Any) -> Any:

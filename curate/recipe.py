@@ -289,7 +289,7 @@ def _training(data: dict, base: Path, problems: _Problems) -> tuple[Any, Any]:
                 problems.add((key, *loc), msg)
             out.append(None)
     train, evaluation = out
-    if evaluation is not None and train is None:
+    if evaluation is not None and "train" not in data:
         problems.add(("eval",), "eval: grades the models train: makes; add a train: section")
     if train is not None:
         models = data.get("models") if isinstance(data.get("models"), dict) else {}
@@ -439,8 +439,7 @@ def _named_pipeline(data: dict, problems: _Problems, pipelines: dict, base: Path
         return stages
     for step, cfg in overrides.items():
         if step not in steps:
-            problems.add(("overrides", step), f"pipeline '{ref}' has no step {step!r}" + _suggest(str(step), steps)
-                         + f" (steps: {', '.join(steps)})")
+            problems.add(("overrides", step), f"pipeline '{ref}' has no step {step!r}" + _suggest(str(step), steps))
             continue
         i = steps.index(step)
         given = _resolve_stage_paths(type(stages[i]), cfg or {}, base) if isinstance(cfg, dict) else cfg

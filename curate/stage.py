@@ -15,10 +15,12 @@ import multiprocessing
 import numbers
 import types
 import typing
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from typing import Any, ClassVar, NamedTuple
 
@@ -127,12 +129,27 @@ class StageContext:
             yield from (fn(b) for b in self.reporter.track(batches, total=total, description=description))
             return
         # fork: workers inherit the imported modules, so starting them costs milliseconds.
+        call = partial(_recording_warnings, fn)
         with ProcessPoolExecutor(min(self.workers, total), mp_context=multiprocessing.get_context("fork")) as pool:
-            pending = deque(pool.submit(fn, b) for b in islice(batches, 2 * self.workers))
+            pending = deque(pool.submit(call, b) for b in islice(batches, 2 * self.workers))
             for _ in self.reporter.track(range(total), total=total, description=description):
-                result = pending.popleft().result()
-                pending.extend(pool.submit(fn, b) for b in islice(batches, 1))
+                result, caught = pending.popleft().result()
+                for w in caught:  # a worker's warnings are the caller's: raised here, where filters see them
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=_WORKER_WARNINGS)
+                pending.extend(pool.submit(call, b) for b in islice(batches, 1))
                 yield result
+
+
+# Which worker warnings were shown: Python's "default" action shows each (text, category, line) once.
+_WORKER_WARNINGS: dict = {}
+
+
+def _recording_warnings(fn: Callable[[Any], Any], batch: Any) -> tuple[Any, list[warnings.WarningMessage]]:
+    """``fn(batch)`` in a worker process, with the warnings it raised (sent back to the parent)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(batch)
+    return result, [warnings.WarningMessage(str(w.message), w.category, w.filename, w.lineno) for w in caught]
 
 
 class Stage:

@@ -20,11 +20,13 @@ save -> report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,10 +106,44 @@ def run_sft(table: pa.Table, config: TrainConfig, base: BaseWeights, work: Path,
     """Fine-tune ``base`` on ``table`` with ``config``; checkpoints go to ``work`` (resumed
     from when they exist), the result to ``out``: ``model/``, ``adapter/`` (LoRA),
     ``log.jsonl``. Returns the training summary."""
+    with _quiet_libraries():
+        return _run_sft(table, config, base, work, out, reporter)
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """transformers / datasets / accelerate at errors only and without their own progress bars
+    (the reporter draws the one bar that matters) while training -- and as they were after:
+    these settings are process-wide, and a notebook's own logging is not ours to change."""
+    try:
+        import datasets
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # run_sft says what to install
+        yield
+        return
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    datasets_bars = datasets.is_progress_bar_enabled()
+    accelerate = logging.getLogger("accelerate")
+    level = accelerate.level
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    accelerate.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if datasets_bars:
+            datasets.enable_progress_bars()
+        accelerate.setLevel(level)
+
+
+def _run_sft(table: pa.Table, config: TrainConfig, base: BaseWeights, work: Path, out: Path, reporter: Any) -> dict:
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-        from transformers.utils import logging as hf_logging
         from trl import SFTConfig, SFTTrainer
     except ImportError as e:
         raise TrainError(f"fine-tuning needs TRL and PEFT: pip install 'curate[train]' ({e})") from None
@@ -116,13 +152,8 @@ def run_sft(table: pa.Table, config: TrainConfig, base: BaseWeights, work: Path,
             from peft import LoraConfig
         except ImportError as e:
             raise TrainError(f"method: lora needs PEFT: pip install 'curate[train]' ({e})") from None
-    import datasets
     from datasets import Dataset
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()  # the reporter draws the one bar that matters
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
     rows, counts = training_rows(table, config.assistant_only_loss)
     if not rows:
         raise TrainError(f"nothing to train on: {counts['rows']} rows, {counts['no_assistant_reply']} without an "
