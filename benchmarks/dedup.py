@@ -6,7 +6,9 @@
 Other flags: ``--tools curate,rensa,datasketch,datasketch-update`` (a subset), ``--prepare``
 (build the cached corpus and truth, then stop), ``--check-truth`` (recount the truth over all
 pairs), ``--curate-option KEY=VALUE`` (e.g. ``verify=signature``), ``--memory-limit-mb``
-(a tool whose processes pass it is killed and reported as failed; default 60% of RAM).
+(a tool whose processes pass it is killed and reported as failed; default 60% of RAM),
+``--max-files N`` (build the corpus from an evenly spaced N of this machine's source files
+only: smoke runs, figures not comparable).
 
 Corpus and truth: ``benchmarks/dedup_corpus.py`` (real text from this machine, seeded
 injected near-duplicates, exact truth = every pair with word 5-gram Jaccard >= 0.8 after the
@@ -437,6 +439,8 @@ def main() -> None:
                     help="kill a tool whose processes together pass this PSS (default: 60%% of this machine's memory)")
     ap.add_argument("--curate-option", action="append", default=[], metavar="KEY=VALUE",
                     help="override a MinhashDedup config field (value parsed as JSON when it can be), e.g. verify=signature")
+    ap.add_argument("--max-files", type=int, default=None,
+                    help="build the corpus from an evenly spaced N of the source files only (smoke runs; default: all)")
     ap.add_argument("--prepare", action="store_true", help="build (or check) the cached corpus and truth, then stop")
     ap.add_argument("--check-truth", action="store_true", help="cross-check the truth by counting every pair's overlap")
     ap.add_argument("--only", choices=TOOLS, help=argparse.SUPPRESS)  # internal: run one tool in this process
@@ -461,7 +465,7 @@ def main() -> None:
     unknown = set(tools) - set(TOOLS)
     if unknown:
         ap.error(f"unknown tools {sorted(unknown)}; choose from {', '.join(TOOLS)}")
-    spec = CorpusSpec(docs=1_000_000 if args.million else args.docs)
+    spec = CorpusSpec(docs=1_000_000 if args.million else args.docs, max_files=args.max_files)
     t0 = time.perf_counter()
     table = load_corpus(spec, log=log)
     log(f"corpus ready ({time.perf_counter() - t0:.1f} s): {spec.path}")

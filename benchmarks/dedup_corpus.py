@@ -77,6 +77,10 @@ At 100k documents: 21M shingles, 58k candidate pairs, 21.7k truth pairs, ~30 s.
 ``check_truth_exhaustively`` (``dedup.py --check-truth``) recounts the overlap of every pair
 of documents by a sparse product X·Xᵀ instead; at 100k it finds exactly the same pairs.
 
+``CorpusSpec(max_files=N)`` (``dedup.py --max-files N``) builds the corpus from an evenly
+spaced N of the source files only, for smoke runs: the documents are then fewer and less
+varied, so its figures are not comparable with the full corpus's.
+
 Everything is cached under ``~/.cache/curate-bench/`` (or ``$CURATE_BENCH_CACHE``) with the
 parameters in the file names; delete the files to rebuild them.
 """
@@ -282,12 +286,15 @@ def chunk(text: str, rng: np.random.Generator, median: float = 1100.0, sigma: fl
     return [p for p in pieces if len(p) >= MIN_CHARS and len(p.split()) >= MIN_WORDS]
 
 
-def base_documents(seed: int, rounds: int = 1) -> tuple[list[str], list[str]]:
-    """(texts, sources) of every piece of every source file. Round r > 0 cuts the files that
-    give at least three pieces again with other boundaries (for the million-document corpus)."""
+def base_documents(seed: int, rounds: int = 1, max_files: int | None = None) -> tuple[list[str], list[str]]:
+    """(texts, sources) of every piece of every source file (of an evenly spaced
+    ``max_files`` of them when given). Round r > 0 cuts the files that give at least three
+    pieces again with other boundaries (for the million-document corpus)."""
     texts: list[str] = []
     sources: list[str] = []
     files = source_files()
+    if max_files and max_files < len(files):
+        files = files[:: len(files) // max_files][:max_files]
     contents: list[tuple[str, str]] = []
     for source, path in files:
         text = read_source(source, path)
@@ -368,6 +375,9 @@ class CorpusSpec:
     dup_fraction: float = 0.2
     min_rate: float = 0.02
     max_rate: float = 0.15
+    # Read only an evenly spaced this many of the source files (smoke runs: reading all of
+    # them takes ~20 s here whatever the size); None reads every file.
+    max_files: int | None = None
 
     @property
     def rounds(self) -> int:  # re-cut the files for the million-document corpus
@@ -376,7 +386,7 @@ class CorpusSpec:
     def stem(self) -> str:
         return (
             f"dedup-v{CORPUS_VERSION}-docs{self.docs}-seed{self.seed}-dup{self.dup_fraction:g}"
-            f"-rate{self.min_rate:g}-{self.max_rate:g}"
+            f"-rate{self.min_rate:g}-{self.max_rate:g}" + (f"-files{self.max_files}" if self.max_files else "")
         )
 
     @property
@@ -410,7 +420,7 @@ def _balanced_sample(sources: list[str], n: int, rng: np.random.Generator) -> np
 
 def build_corpus(spec: CorpusSpec, log=print) -> pa.Table:
     t0 = time.perf_counter()
-    texts, sources = base_documents(spec.seed, spec.rounds)
+    texts, sources = base_documents(spec.seed, spec.rounds, spec.max_files)
     log(f"  {len(texts):,} base pieces from this machine's files ({time.perf_counter() - t0:.1f} s)")
     rng = np.random.default_rng(spec.seed)
     mean_copies = 2.0

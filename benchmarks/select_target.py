@@ -3,6 +3,7 @@ Sinkhorn) on a pool of 200,000 embedded candidates, against the textbook way (PO
 log-domain Sinkhorn on the dense N x |T| cost matrix), same data, same run.
 
     python benchmarks/select_target.py [--candidates 200000] [--target 500] [--budget 20000]
+    python benchmarks/select_target.py --candidates 2000 --target 50 --budget 200 --base-texts 60   # smoke run
 
 The pool: real texts embedded with the packaged all-MiniLM-L6-v2 -- CHAMP problem statements
 and solutions (math) and paragraphs of the licences and manual pages this machine ships
@@ -61,15 +62,22 @@ def base_texts() -> tuple[list[str], list[bool], list[str]]:
     return pool, [True] * len(math) + [False] * len(other), [t[:400] for t in held_out]
 
 
-def base_embeddings() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    path = CACHE / "select_base.npz"
+def base_embeddings(limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The embedded base texts; with ``limit``, an evenly spaced ``limit`` of the pool's
+    (math and other alike; the target's are all kept)."""
+    path = CACHE / ("select_base.npz" if not limit else f"select_base-n{limit}.npz")
     if not path.is_file():
-        from curate.models.embeddings import embed
+        from curate.models import DEFAULT_EMBEDDER, ModelPool
 
         pool, is_math, target = base_texts()
+        if limit and limit < len(pool):
+            keep = np.linspace(0, len(pool) - 1, limit).round().astype(int)
+            pool, is_math = [pool[i] for i in keep], [is_math[i] for i in keep]
         print(f"embedding {len(pool) + len(target):,} base texts once (cached in {path})", file=sys.stderr)
         CACHE.mkdir(parents=True, exist_ok=True)
-        np.savez(path, pool=embed(pool), is_math=np.array(is_math), target=embed(target))
+        with ModelPool() as models:  # the built-in embedder: the packaged all-MiniLM-L6-v2
+            embedder = models.embedder(DEFAULT_EMBEDDER)
+            np.savez(path, pool=embedder.embed(pool), is_math=np.array(is_math), target=embedder.embed(target))
     z = np.load(path)
     return z["pool"], z["is_math"], z["target"]
 
@@ -86,8 +94,8 @@ def clouds(centres: np.ndarray, n: int, seed: int, spread: float = 0.45) -> tupl
     return out, which
 
 
-def data(candidates: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pool_c, is_math, target_c = base_embeddings()
+def data(candidates: int, target: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pool_c, is_math, target_c = base_embeddings(limit)
     pool, which = clouds(pool_c, candidates, 0)
     tgt, _ = clouds(target_c, target, 1)
     return pool, is_math[which], tgt
@@ -101,7 +109,7 @@ def side(args: argparse.Namespace) -> None:
 
     from curate.algorithms import ot as got
 
-    pool, _, target = data(args.candidates, args.target)
+    pool, _, target = data(args.candidates, args.target, args.base_texts)
     start = time.perf_counter()
     if args.side == "ours":
         scores, result = got.got_d_scores(pool, target, threshold=args.threshold)
@@ -132,6 +140,8 @@ def peak_rss_mb() -> float:
 def run_side(name: str, args: argparse.Namespace, out: Path) -> dict:
     cmd = [sys.executable, __file__, "--side", name, "--out", str(out), "--candidates", str(args.candidates),
            "--target", str(args.target), "--budget", str(args.budget), "--threshold", str(args.threshold)]
+    if args.base_texts:
+        cmd += ["--base-texts", str(args.base_texts)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
@@ -146,19 +156,21 @@ def main() -> None:
     p.add_argument("--threshold", type=float, default=1e-4,
                    help="Sinkhorn stopping threshold for both sides (L1 marginal error; the stage's default is the paper's 0.1).")
     p.add_argument("--no-baseline", action="store_true", help="Skip the dense-matrix baseline.")
+    p.add_argument("--base-texts", type=int, default=None,
+                   help="Embed only an evenly spaced N of the pool's base texts (smoke runs; default: all, ~1,500).")
     p.add_argument("--side", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.side:
         side(args)
         return
-    base_embeddings()  # embed once, outside the timed processes
+    base_embeddings(args.base_texts)  # embed once, outside the timed processes
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_side("ours", args, Path(tmp) / "ours.npy")
         base = {} if args.no_baseline else run_side("baseline", args, Path(tmp) / "baseline.npy")
-        pool, is_math, target = data(args.candidates, args.target)
+        pool, is_math, target = data(args.candidates, args.target, args.base_texts)
         top = np.load(Path(tmp) / "ours.npy") if "error" not in ours else None
         base_top = np.load(Path(tmp) / "baseline.npy") if base and "error" not in base else None
     rng = np.random.default_rng(0)

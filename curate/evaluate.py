@@ -36,17 +36,16 @@ import json
 import math
 import os
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from .errors import CurateError, SourceError, UsageError
+from .errors import SourceError, UsageError
 from .models.base import LM, Sampling
+from .sources.formats import FORMATS, file_format, read_records, suffixes
 from .sources.normalise import ROLES
 from .sources.refs import DataSpec, resolve_data
 from .stage import Reporter
@@ -65,7 +64,6 @@ Z95 = 1.96
 # backend still fills its batches (transformers decodes 64 sequences at a time).
 PROGRESS_CHUNK = 64
 SHOWN_PROBLEMS = 10
-FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz", ".parquet")
 
 
 # -- the eval set ------------------------------------------------------------------------
@@ -81,15 +79,16 @@ class EvalItem:
 def load_eval_set(data: DataSpec | os.PathLike, store: Any = None) -> list[EvalItem]:
     """The questions of an eval set, with reference answers and (optionally) solutions.
 
-    ``data`` is a local file (``.jsonl``, ``.jsonl.gz``, ``.json`` list, ``.csv``,
-    ``.parquet``), a dataset reference in the store (``NAME``, ``NAME@N``) or a source
-    mapping (``{type: champ, include_model_solutions: false, include_reference: true}``).
+    ``data`` is a local file of records (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, and their
+    ``.gz`` forms: the sources' formats table, ``curate.sources.formats``), a dataset reference
+    in the store (``NAME``, ``NAME@N``) or a source mapping (``{type: champ,
+    include_model_solutions: false, include_reference: true}``).
     A row's question is its ``prompt``, ``problem`` or ``question`` field, else the first
     user turn of ``messages``; its reference is ``answer`` (a number becomes text); its
     solution is ``solution`` or ``response``, else the assistant turn after the question.
     Ids are the rows' ``id`` (in a file without one, ``<file name>:<line>``).
 
-    A local file is read record by record, not through the sources' normalisation: that
+    A local file is read record by record by the sources' reader, not their normalisation: that
     keeps only conversations or texts, and an eval file is usually neither (``problem`` +
     ``answer``, no response). Every row without a question or an answer is reported, with
     its file and line, in one ``SourceError``."""
@@ -134,19 +133,16 @@ class _BadRow(Exception):
 
 def _file_records(path: Path) -> list[tuple[str, str, Any]]:
     """(where, default id, record) for each record of a local eval file."""
-    from .stages.decontaminate import read_records  # decontaminate reads the same files
-
-    name = path.name.lower()
-    if not name.endswith(FILE_SUFFIXES):
-        raise SourceError(f"eval set: cannot read {path} (give {', '.join(FILE_SUFFIXES)})")
-    unit = "row" if name.endswith(".parquet") else "item" if name.endswith((".json", ".json.gz")) else "line"
     try:
-        records = read_records(path)
-    except CurateError as e:  # names the file and line already
+        fmt = file_format(path)
+        if fmt.name == "text":  # its records are bare strings: no answer to grade against
+            objects = [f for f in FORMATS.values() if f.name != "text"]
+            raise SourceError(f"{path}: a text file holds no answers; an eval set is a file of records with a question "
+                              f"and an answer ({', '.join(suffixes(objects))})")
+        records = list(read_records(path, fmt))
+    except SourceError as e:  # names the file, and the line where there is one
         raise SourceError(f"eval set: {e}") from None
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error, pa.ArrowException) as e:
-        raise SourceError(f"eval set: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    return [(f"{path} {unit} {number}", f"{path.name}:{number}", rec) for number, rec in records]
+    return [(r.where(str(path)), f"{path.name}:{r.number}", r.value) for r in records]
 
 
 def _text(value: Any) -> str | None:

@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import RecipeError, StageError
 from .fingerprint import hash_parts
+from .store import Store
 
 REJECT_COLUMNS = ("reason", "detail")
 
@@ -87,6 +88,17 @@ class Reporter:
         logging.getLogger("curate").info(message)
 
 
+class Models(Protocol):
+    """What stages and the runner need of a run's models: ``curate.models.ModelPool`` (core
+    names the interface; the models layer, above it, implements it)."""
+
+    def get(self, name: str) -> Any: ...
+
+    def identity(self, name: str) -> str: ...
+
+    def describe(self, name: str) -> dict[str, Any]: ...
+
+
 @dataclass
 class StageContext:
     """What the runner hands a stage besides its table.
@@ -95,10 +107,10 @@ class StageContext:
     fingerprint; results never depend on it."""
 
     reporter: Reporter = field(default_factory=Reporter)
-    store: Any = None  # curate.store.Store, when the stage runs inside a pipeline
+    store: Store | None = None  # when the stage runs inside a pipeline
     step: str = ""  # the step's name in its pipeline (a stage can appear twice)
     workers: int = 1
-    models: Any = None  # curate.models.ModelPool: the run's named models (``models:`` in a recipe)
+    models: Models | None = None  # the run's named models (``models:`` in a recipe)
 
     def model(self, name: str) -> Any:
         """The run's model called ``name`` (a ``curate.models.LM``), loaded on first use."""
@@ -177,7 +189,7 @@ class Stage:
     def __call__(self, table: pa.Table, ctx: StageContext | None = None) -> StageOutput:
         return self.process(table, ctx or StageContext())
 
-    def dependencies(self, store: Any) -> list[str]:
+    def dependencies(self, store: Store | None) -> list[str]:
         """Fingerprints of other dataset versions this stage reads (e.g. ``against:``
         references), resolved now; they are part of the fingerprint, so the stage reruns
         when what it reads changes."""
@@ -192,7 +204,7 @@ class Stage:
         config names files overrides this to put their content hashes in place of paths."""
         return self.config.model_dump(mode="json", exclude_defaults=True)
 
-    def fingerprint(self, parent: str, store: Any = None, models: Any = None) -> str:
+    def fingerprint(self, parent: str, store: Store | None = None, models: Models | None = None) -> str:
         """hash(parent, name, non-default config, version[, versions read][, model identities])."""
         deps = self.dependencies(store)
         used = self.models_used()

@@ -14,7 +14,7 @@ ALLOWED = {
     "errors": set(),
     "fingerprint": set(),
     "records": {"errors"},
-    "stage": {"errors", "fingerprint"},
+    "stage": {"errors", "fingerprint", "store"},
     "store": {"errors"},
     "sources": CORE | {"sources"},
     # algorithms shared by stages, evaluation and calibration: core and the models layer (rds's

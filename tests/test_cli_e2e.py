@@ -12,6 +12,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import shutil
+import sysconfig
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -241,3 +244,54 @@ def test_export_diff_and_show_from_the_cli(tmp_path, tiny_lm):
     assert json.loads(cal.stdout)["settings"]["bands"] == 21
     bad = run_cli("datasets", "show", "smal", "--store", store)
     assert bad.returncode == 2 and "did you mean 'small'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pip_install_dot_then_the_main_recipe_runs_from_another_folder_to_the_same_versions(tmp_path, session_cache,
+                                                                                            main_run):
+    """``pip install .`` (not editable) into a fresh venv, then the main recipe run from another
+    folder: nothing may find its files relative to the checkout. Against the store of the cold
+    run above, every step up to decontaminate (the one that reads the packaged held-out
+    problems) is found cached: the installed copy computes the same fingerprints."""
+    store, _, _ = main_run
+    # What `pip install .` reads, copied, so the build writes nothing into the checkout.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for package in ("curate", "pipelines"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+
+    # A fresh venv without pip; its dependencies come from this test environment's site-packages
+    # (a .pth line: that folder's own .pth files, among them the editable install's finder, are
+    # not run), and curate itself only from the wheel pip builds and installs.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                          "--no-build-isolation", str(src)], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+    assert list(site.glob("curate-*.dist-info")) and not list(site.glob("__editable__*"))
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "CURATE_CACHE": str(session_cache), "HF_DATASETS_CACHE": str(store.parent / "hf"),
+           "PYTHONPATH": "", "CURATE_STORE": str(store)}
+    where = subprocess.run([str(python), "-c", "import curate; from pipelines.math_sft import HELDOUT; "
+                            "print(curate.__file__); print(HELDOUT, HELDOUT.is_file())"], cwd=elsewhere, capture_output=True, text=True,
+                           env=env)
+    assert where.returncode == 0, where.stderr
+    assert str(site) in where.stdout and str(ROOT / "curate") not in where.stdout  # the installed copy
+    assert where.stdout.strip().endswith("True")  # the held-out set ships inside the package
+
+    recipe = ROOT / "recipes" / "math_sft.yaml"
+    curate = venv / "bin" / "curate"
+    ok = subprocess.run([str(curate), "validate", str(recipe)], cwd=elsewhere, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    run = subprocess.run([str(curate), "run", str(recipe), "--until", "decontaminate"], cwd=elsewhere,
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "nothing to compute: every step was cached" in run.stdout
+    assert not (elsewhere / ".curate").exists() and not list(elsewhere.iterdir())  # wrote nothing where it ran

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import curate
-from curate.errors import RecipeError, StageError
+from curate.errors import RecipeError, SourceError, StageError
 from curate.models.base import LM
 from curate.sources import SOURCES
 from curate.stage import RECIPE_PATHS, StageContext
@@ -168,18 +168,21 @@ def planted_pool():
     return sft([("hit", "Solve: " + EVAL[3], "24"), ("clean", CLEAN[0], "40 goats")])
 
 
-def test_txt_csv_json_parquet_and_gzipped_eval_files_are_read(tmp_path):
+def test_txt_csv_json_parquet_and_gzipped_eval_files_are_read_by_the_sources_reader(tmp_path):
     import csv
     import gzip
 
     (tmp_path / "e.txt").write_text("\n".join(EVAL) + "\n\n")
     with open(tmp_path / "e.csv", "w", newline="") as f:
         csv.writer(f).writerows([["problem", "answer"], *[[q, "1"] for q in EVAL]])
+    (tmp_path / "e.csv.gz").write_bytes(gzip.compress((tmp_path / "e.csv").read_bytes()))
     (tmp_path / "e.json").write_text(json.dumps([{"prompt": q} for q in EVAL]))
+    (tmp_path / "lines.json").write_text("".join(json.dumps({"prompt": q}) + "\n" for q in EVAL))  # JSON lines
     pq.write_table(pa.table({"id": [f"p{i}" for i in range(10)], "text": EVAL}), tmp_path / "e.parquet")
     with gzip.open(tmp_path / "e.jsonl.gz", "wt") as f:
         f.write("".join(json.dumps({"input": q}) + "\n" for q in EVAL))
-    expected = {"e.txt": "e.txt:4", "e.csv": "e.csv:5", "e.json": "e.json:4", "e.parquet": "p3", "e.jsonl.gz": "e.jsonl.gz:4"}
+    expected = {"e.txt": "e.txt:4", "e.csv": "e.csv:5", "e.csv.gz": "e.csv.gz:5", "e.json": "e.json:4",
+                "lines.json": "lines.json:4", "e.parquet": "p3", "e.jsonl.gz": "e.jsonl.gz:4"}
     for name, item in expected.items():
         out = run(planted_pool(), eval_sets=[str(tmp_path / name)])
         assert out.rejected.column("eval_item").to_pylist() == [item], name
@@ -187,17 +190,17 @@ def test_txt_csv_json_parquet_and_gzipped_eval_files_are_read(tmp_path):
         assert out.kept.column("id").to_pylist() == ["clean"]
 
 
-def test_a_broken_jsonl_eval_file_names_the_file_and_line(tmp_path):
+def test_a_broken_jsonl_eval_file_is_a_source_error_naming_the_file_and_line(tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text(json.dumps({"question": EVAL[0]}) + "\n\n" + '{"question": "unterminated\n')
-    with pytest.raises(StageError, match=r"broken\.jsonl line 3: not valid JSON"):
+    with pytest.raises(SourceError, match=r"decontaminate\.eval_sets: .*broken\.jsonl line 3: not valid JSON"):
         run(planted_pool(), eval_sets=[str(path)])
 
 
 def test_eval_file_problems_are_errors_that_say_where(tmp_path):
-    with pytest.raises(StageError, match=r"cannot read eval set .*missing\.jsonl: No such file"):
+    with pytest.raises(SourceError, match=r"decontaminate\.eval_sets: cannot read .*missing\.jsonl: No such file"):
         run(planted_pool(), eval_sets=[str(tmp_path / "missing.jsonl")])
-    with pytest.raises(StageError, match="missing.jsonl"):
+    with pytest.raises(SourceError, match="missing.jsonl"):
         Decontaminate(eval_sets=[str(tmp_path / "missing.jsonl")]).fingerprint("parent")
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(StageError, match="empty.jsonl holds no items"):
@@ -207,7 +210,7 @@ def test_eval_file_problems_are_errors_that_say_where(tmp_path):
         run(planted_pool(), eval_sets=[str(tmp_path / "answers.jsonl")])
     with pytest.raises(RecipeError, match="eval_sets"):
         Decontaminate(eval_sets=[])
-    with pytest.raises(RecipeError, match="eval sets are"):
+    with pytest.raises(RecipeError, match=r"questions\.xlsx: unknown file format \(known suffixes: \.jsonl, .*\.csv\.gz"):
         Decontaminate(eval_sets=["questions.xlsx"])
 
 
@@ -226,6 +229,13 @@ def test_fingerprint_follows_eval_file_content_not_its_path(tmp_path):
         f.write(json.dumps({"id": "new", "question": CLEAN[0]}) + "\n")
     assert Decontaminate(eval_sets=[str(second)]).fingerprint("parent") != fp
     assert Decontaminate(eval_sets=[str(first)], ngram=12).fingerprint("parent") != fp
+
+
+def test_fingerprint_did_not_change_when_eval_files_moved_to_the_sources_reader(tmp_path):
+    # The value from before: a changed one means every cached decontaminate step reruns.
+    rows = [{"id": "a", "prompt": "What is 2+2?", "response": "It is 4."}, {"id": "b", "prompt": "Name a prime.", "response": "7, say."}]
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    assert Decontaminate(eval_sets=[str(path)]).fingerprint("parent") == "9f7efdddbf0b5ee4"
 
 
 def test_in_a_pipeline_counts_add_up_and_rejects_carry_reason_and_detail(tmp_path):

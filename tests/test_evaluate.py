@@ -174,6 +174,29 @@ def test_a_row_without_answer_or_question_is_an_error_naming_the_file_and_row(tm
         load_eval_set(str(tmp_path / "broken.jsonl"))
 
 
+def test_eval_files_of_every_record_format_read_alike_and_a_text_file_is_refused(tmp_path):
+    import gzip
+
+    rows = [{"id": "q1", "problem": "1 + 1?", "answer": "2"}, {"id": "q2", "problem": "2 + 2?", "answer": "4"}]
+    plain = write_jsonl(tmp_path / "e.jsonl", rows)
+    with open(tmp_path / "e.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / "e.csv.gz").write_bytes(gzip.compress((tmp_path / "e.csv").read_bytes()))
+    (tmp_path / "e.json").write_text(json.dumps(rows, indent=1))
+    expected = load_eval_set(str(plain))
+    assert [it.id for it in expected] == ["q1", "q2"]
+    for name in ("e.csv", "e.csv.gz", "e.json"):
+        assert load_eval_set(str(tmp_path / name)) == expected, name
+    (tmp_path / "e.txt").write_text("1 + 1?\n")
+    with pytest.raises(SourceError, match=r"eval set: .*e\.txt: a text file holds no answers.*\.jsonl"):
+        load_eval_set(str(tmp_path / "e.txt"))
+    (tmp_path / "e.xlsx").write_text("x")
+    with pytest.raises(SourceError, match=r"e\.xlsx: unknown file format \(known suffixes: .*\.parquet"):
+        load_eval_set(str(tmp_path / "e.xlsx"))
+
+
 # -- a real model --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

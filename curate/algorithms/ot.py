@@ -25,7 +25,7 @@ the two dual vectors, so the N x |T| cost matrix never exists. It is a numpy/sci
 ott-jax (the paper's choice) would add the JAX runtime and its compile step to a CPU
 install, and geomloss computes online only through KeOps, which compiles CUDA/C++ at first
 use. POT's lazy solver has no momentum or epsilon scaling, so it takes more iterations than
-ott's; on normalised sentence embeddings it converges in tens (``benchmarks/select.py``).
+ott's; on normalised sentence embeddings it converges in tens (``benchmarks/select_target.py``).
 
 Memory: the embeddings (N + |T|) x dim, the potentials (N + |T|), and one cost block at a
 time -- ``batch_size`` candidates against the whole target, or a slice of target columns

@@ -8,6 +8,9 @@ records it could not use, each with a reason.
     from curate.sources import SOURCES
     out = SOURCES["jsonl"](path="data/in.jsonl", fields={"response": "solution"}).read()
     out.kept, out.rejected, out.rows_in
+
+Every file is read through ``formats``: one table of file formats (a suffix means the same
+to every source, data reference and eval set) and one record reader.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from .base import REASONS, REJECT_SCHEMA, Source, SourceOutput
 from .champ import ChampConfig, ChampSource
 from .files import CsvConfig, CsvSource, JsonlConfig, JsonlSource, ParquetConfig, ParquetSource
+from .formats import FORMATS, Format, file_format, read_records
 from .hf import HfDiskConfig, HfDiskSource, HfFilesConfig, HfFilesSource
 from .normalise import FileSourceConfig
 
@@ -23,6 +27,7 @@ SOURCES: dict[str, type[Source]] = {
 }
 
 __all__ = [
+    "FORMATS",
     "REASONS",
     "REJECT_SCHEMA",
     "SOURCES",
@@ -31,6 +36,7 @@ __all__ = [
     "CsvConfig",
     "CsvSource",
     "FileSourceConfig",
+    "Format",
     "HfDiskConfig",
     "HfDiskSource",
     "HfFilesConfig",
@@ -41,4 +47,6 @@ __all__ = [
     "ParquetSource",
     "Source",
     "SourceOutput",
+    "file_format",
+    "read_records",
 ]

@@ -3,8 +3,10 @@
 * ``hf_disk``: a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``
   (a DatasetDict needs ``split``).
 * ``hf_files``: ``datasets.load_dataset(builder, data_files=...)`` with a packaged
-  builder (json, csv, parquet, text). Each file is loaded on its own so every row
-  knows its file and row number; local data files always form the "train" split.
+  builder (json, csv, parquet, text); a directory holds the files whose suffixes the formats
+  table (``formats.FORMATS``) gives that builder (csv: ``.csv``, ``.csv.gz``). Each file is
+  loaded on its own so every row knows its file and row number; local data files always form
+  the "train" split.
   The builders read a file whole or not at all: one broken JSON line fails the file
   (``SourceError``). The ``jsonl`` source rejects such lines one by one instead.
 
@@ -22,16 +24,10 @@ from typing import Any, ClassVar, Literal
 from ..errors import CurateError, SourceError
 from ..stage import StageContext
 from .base import Source, SourceOutput, suggest
-from .files import BATCH_ROWS, FileSource
+from .files import FileSource
+from .formats import BATCH_ROWS, FORMATS, Format
 from .normalise import FileSourceConfig, Normaliser, missing_columns
 from .paths import shown
-
-BUILDER_EXTENSIONS = {
-    "json": (".jsonl", ".json", ".jsonl.gz", ".json.gz"),
-    "csv": (".csv",),
-    "parquet": (".parquet",),
-    "text": (".txt",),
-}
 
 
 def _datasets():
@@ -159,8 +155,8 @@ class HfFilesSource(FileSource):
     config: HfFilesConfig
 
     @property
-    def extensions(self) -> tuple[str, ...]:  # type: ignore[override]
-        return BUILDER_EXTENSIONS[self.config.builder]
+    def formats(self) -> tuple[Format, ...]:
+        return tuple(f for f in FORMATS.values() if f.builder == self.config.builder)
 
     def read_file(self, path: Path, name: str, norm: Normaliser, ctx: StageContext) -> None:
         datasets = _datasets()

@@ -5,8 +5,10 @@ A reference is one of
 
 * a **source mapping** ``{type: champ, include_reference: true, ...}`` -- any source of
   ``SOURCES`` with its settings;
-* a **local file** (``.jsonl``, ``.jsonl.gz``, ``.parquet``, ``.csv``, or ``.txt``, whose
-  blank-line separated paragraphs become ``text`` rows);
+* a **local file** of any format of ``formats.FORMATS`` (``.jsonl``, ``.json``, ``.csv``,
+  ``.parquet``, ``.txt``, and their ``.gz`` forms), read by the source type the table names for
+  it (conversations if its records are, else texts); a text file's non-blank lines become
+  ``text`` rows;
 * a **dataset reference** in the store (``math_sft``, ``math_sft@2``, ``NAME@<fingerprint>``).
 
 ``resolve_data`` returns the reference's content fingerprint without reading the rows (a
@@ -27,8 +29,9 @@ import pyarrow as pa
 from ..errors import SourceError, StoreError, UsageError
 from ..fingerprint import hash_file, hash_parts
 from ..stage import StageContext
+from .formats import COMPRESSIONS, file_format, format_of, read_records
+from .paths import stem
 
-FILE_KINDS = {".jsonl": "jsonl", ".gz": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 DataSpec = str | dict[str, Any]
 
 
@@ -50,7 +53,8 @@ def names_a_file(spec: str) -> bool:
     """Whether a string reference means a file (an existing one, one ending like a data file,
     or one written as a path) rather than a dataset name."""
     path = Path(spec).expanduser()
-    return path.is_file() or path.suffix in (*FILE_KINDS, ".txt", ".json") or spec.startswith((".", "/", "~"))
+    ends_like_data = format_of(path) is not None or path.name.lower().endswith(tuple(COMPRESSIONS))
+    return path.is_file() or ends_like_data or spec.startswith((".", "/", "~"))
 
 
 def resolve_data(spec: DataSpec, store: Any = None, what: str = "data") -> DataRef:
@@ -62,7 +66,7 @@ def resolve_data(spec: DataSpec, store: Any = None, what: str = "data") -> DataR
         raise UsageError(f"{what}: give a dataset reference, a file path or a source mapping {{type: ...}}, not {spec!r}")
     path = Path(spec).expanduser()
     if path.is_file():
-        return DataRef(spec, hash_parts("file", path.name, hash_file(path)), lambda: read_file(path, what))
+        return DataRef(spec, file_fingerprint(path), lambda: read_file(path, what))
     if names_a_file(spec):
         raise SourceError(f"{what}: file {path} does not exist")
     from ..store import Store
@@ -87,20 +91,35 @@ def _source_ref(spec: dict[str, Any], what: str) -> DataRef:
     return DataRef(describe(spec), src.fingerprint(), lambda: src.read(StageContext()).kept)
 
 
+def file_fingerprint(path: Path) -> str:
+    parts = ["file", path.name, hash_file(path)]
+    fmt = format_of(path)
+    if fmt is not None and fmt.source is None:
+        # Text files were read by blank-line separated paragraphs before the formats table read
+        # them by lines: the mark keeps a step computed from paragraphs from being reused.
+        parts.append("lines")
+    return hash_parts(*parts)
+
+
 def read_file(path: Path, what: str = "data") -> pa.Table:
-    """A local file's canonical rows; ``.txt`` paragraphs become ``text`` rows."""
-    if path.suffix == ".txt":
-        paragraphs = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-        ids = [f"{path.name}:{i}" for i in range(1, len(paragraphs) + 1)]
-        return pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(paragraphs, pa.string())})
+    """A local file's canonical rows, read as the formats table says (``.csv.gz`` is CSV)."""
+    try:
+        fmt = file_format(path)
+        if fmt.source is None:  # text: one row per non-blank line, ids <stem>:<line> as a source's
+            records = list(read_records(path, fmt))
+            name = stem(path.name, fmt.suffixes)
+            if records:
+                return pa.table({"id": pa.array([f"{name}:{r.number}" for r in records], pa.string()),
+                                 "text": pa.array([r.value for r in records], pa.string())})
+    except SourceError as e:
+        raise SourceError(f"{what}: {e}") from None
+    if fmt.source is None:
+        raise SourceError(f"{what}: no usable row in {path} (the file holds no text)")
     from . import SOURCES
 
-    kind = FILE_KINDS.get(path.suffix)
-    if kind is None:
-        raise SourceError(f"{what}: cannot read {path} (give .jsonl, .jsonl.gz, .parquet, .csv or .txt)")
     # SFT rows when the records are conversations, else text rows (a file of {"text": ...}).
     for shape in ("sft", "text"):
-        out = SOURCES[kind](path=str(path), shape=shape).read(StageContext())
+        out = SOURCES[fmt.source](path=str(path), shape=shape).read(StageContext())
         if out.kept.num_rows:
             return out.kept
     first = out.rejected.column("detail")[0].as_py() if out.rejected.num_rows else "the file holds no records"

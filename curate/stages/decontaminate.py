@@ -40,12 +40,8 @@ length). It rejects nothing.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import re
 import unicodedata
-import zlib
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain, repeat
@@ -54,16 +50,15 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from ..errors import StageError
+from ..errors import SourceError, StageError
 from ..fingerprint import hash_file
 from ..models.base import Scores
 from ..records import texts
+from ..sources.formats import format_of, read_records, unknown_format
 from ..stage import RECIPE_PATHS, Stage, StageConfig, StageContext, StageOutput, split
 
-EXTENSIONS = (".jsonl", ".json", ".csv", ".txt", ".jsonl.gz", ".json.gz", ".csv.gz", ".txt.gz", ".parquet")
 WORD = re.compile(r"\w+")
 # Fixed odd multipliers of the n-gram hash: the same words hash alike in every process.
 MULT = np.random.default_rng(0).integers(1, 2**62, size=64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
@@ -72,7 +67,7 @@ BATCH_ROWS = 2000
 
 class DecontaminateConfig(StageConfig):
     eval_sets: Annotated[list[str], RECIPE_PATHS] = Field(min_length=1)
-    """Local eval files: .jsonl (.jsonl.gz), .json (a list of objects), .parquet, .csv, or .txt (one item a line)."""
+    """Local eval files in the sources' formats: .jsonl, .json, .csv, .parquet, .txt (an item a line), and .gz forms."""
     eval_fields: list[str] = Field(["question", "problem", "prompt", "text", "input"], min_length=1)
     """An eval record's text is the first of these keys it has."""
     eval_id_field: str | None = "id"
@@ -95,9 +90,9 @@ class DecontaminateConfig(StageConfig):
     @field_validator("eval_sets")
     @classmethod
     def _known_types(cls, paths: list[str]) -> list[str]:
-        bad = [p for p in paths if not p.lower().endswith(EXTENSIONS)]
+        bad = [p for p in paths if format_of(p) is None]
         if bad:
-            raise ValueError(f"cannot read {', '.join(bad)}: eval sets are {', '.join(EXTENSIONS)} files")
+            raise ValueError("; ".join(unknown_format(p) for p in bad))
         return paths
 
 
@@ -185,43 +180,6 @@ def match_batch(index: EvalIndex, batch: list[str]) -> list[tuple[int, float]]:
     return best
 
 
-def read_records(path: Path) -> list[tuple[int, Any]]:
-    """(line or position, record) for each record of an eval file; txt lines are strings."""
-    name = path.name.lower().removesuffix(".gz")
-    opener = partial(gzip.open, path, "rt") if path.name.lower().endswith(".gz") else partial(open, path)
-    if name.endswith(".parquet"):
-        return list(enumerate(pq.read_table(path).to_pylist(), 1))
-    with opener(encoding="utf-8", newline="" if name.endswith(".csv") else None) as f:
-        if name.endswith(".txt"):
-            return [(i, line.strip()) for i, line in enumerate(f, 1) if line.strip()]
-        if name.endswith(".csv"):
-            reader, out = csv.reader(f), []
-            header = next(reader, [])
-            end = reader.line_num
-            for row in reader:
-                number, end = end + 1, reader.line_num  # the line the record starts on
-                if any(v.strip() for v in row):
-                    out.append((number, dict(zip(header, row))))
-            return out
-        if name.endswith(".json"):
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise StageError(f"{path} line {e.lineno}: not valid JSON ({e.msg}); a .json eval set is one "
-                                 "list of objects (name a file of one object per line .jsonl)") from None
-            if not isinstance(data, list):
-                raise StageError(f"{path}: a .json eval set must hold a list of objects, not a {type(data).__name__}")
-            return list(enumerate(data, 1))
-        out = []
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append((i, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise StageError(f"{path} line {i}: not valid JSON ({e.msg} at column {e.colno})") from None
-        return out
-
-
 class Decontaminate(Stage):
     name = "decontaminate"
     version = "1"
@@ -237,36 +195,38 @@ class Decontaminate(Stage):
             try:
                 cfg["eval_sets"].append([Path(p).name, hash_file(p)])
             except OSError as e:
-                raise StageError(f"decontaminate: cannot read eval set {p}: {e.strerror or e}") from None
+                raise SourceError(f"decontaminate.eval_sets: cannot read {p}: {e.strerror or e}") from None
         return cfg
 
     def load_eval_sets(self) -> tuple[list[tuple[str, str]], list[list[str]]]:
-        """(file name, item id) and the words of each eval item, in file order."""
+        """(file name, item id) and the words of each eval item, in file order. The files are
+        read by the sources' one reader (``curate.sources.formats``): a text file's items are its
+        lines, any other record is an object holding one of ``eval_fields``."""
         c, labels, items = self.config, [], []
         for p in c.eval_sets:
-            path, lower = Path(p), p.lower()
-            where = "row" if lower.endswith(".parquet") else "item" if lower.endswith((".json", ".json.gz")) else "line"
+            path = Path(p)
             try:
-                records = read_records(path)
-            except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error, pa.ArrowException) as e:
-                raise StageError(f"decontaminate: cannot read eval set {p}: {getattr(e, 'strerror', None) or e}") from None
+                records = list(read_records(path))
+            except SourceError as e:  # names the file, and the line where there is one
+                raise SourceError(f"decontaminate.eval_sets: {e}") from None
             if not records:
                 raise StageError(f"decontaminate: eval set {p} holds no items")
-            for number, rec in records:
+            for r in records:
+                rec, at = r.value, r.where(p)
                 if isinstance(rec, str):
                     text, item_id = rec, None
                 elif isinstance(rec, dict):
                     key = next((k for k in c.eval_fields if rec.get(k) is not None), None)
                     if key is None:
-                        raise StageError(f"{p} {where} {number}: none of the eval_fields ({', '.join(c.eval_fields)}) is "
+                        raise StageError(f"{at}: none of the eval_fields ({', '.join(c.eval_fields)}) is "
                                          f"present; the record has {', '.join(rec) or 'no keys'}: set eval_fields")
                     text, item_id = rec[key], rec.get(c.eval_id_field) if c.eval_id_field else None
                     if not isinstance(text, str):
-                        raise StageError(f"{p} {where} {number}: '{key}' holds {type(text).__name__}, not text")
+                        raise StageError(f"{at}: '{key}' holds {type(text).__name__}, not text")
                 else:
-                    raise StageError(f"{p} {where} {number}: an eval record is an object, not {type(rec).__name__}")
+                    raise StageError(f"{at}: an eval record is an object, not {type(rec).__name__}")
                 if ws := words(text):  # an item without words can overlap nothing
-                    labels.append((path.name, str(item_id) if item_id is not None else f"{path.name}:{number}"))
+                    labels.append((path.name, str(item_id) if item_id is not None else f"{path.name}:{r.number}"))
                     items.append(ws)
         if not items:
             raise StageError(f"decontaminate: the eval sets {', '.join(c.eval_sets)} hold no item with any words")

@@ -43,6 +43,7 @@ from ..errors import StageError, warn
 from ..records import shape_of, texts
 from ..sources.refs import DataRef, names_a_file, resolve_data
 from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split
+from ..store import Store
 from ..algorithms.textstats import approx_tokens
 
 INPUT = "input"
@@ -112,10 +113,10 @@ class Mix(Stage):
     Config = MixConfig
     config: MixConfig
 
-    def _ref(self, i: int, store: Any) -> DataRef:
+    def _ref(self, i: int, store: Store | None) -> DataRef:
         return resolve_data(self.config.components[i].data, store, f"{self.name}.components[{i}].data")
 
-    def dependencies(self, store: Any) -> list[str]:
+    def dependencies(self, store: Store | None) -> list[str]:
         return [self._ref(i, store).fingerprint for i, c in enumerate(self.config.components) if not c.is_input]
 
     def fingerprint_config(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ import pyarrow as pa
 from ..errors import StageError, warn
 from ..records import texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
+from ..store import Store
 from ..algorithms.answers import MATH_VERIFY_MISSING, AnswerKind, check_answer, extract_answer
 
 DEFAULT_ANSWER_COLUMN = "answer"
@@ -87,7 +88,7 @@ class Verify(Stage):
         if self.config.kind == "math" and importlib.util.find_spec("math_verify") is None:
             raise StageError(MATH_VERIFY_MISSING)  # looked up, not imported: SymPy is slow to import
 
-    def dependencies(self, store: Any) -> list[str]:
+    def dependencies(self, store: Store | None) -> list[str]:
         """math-verify's version: a new one can change verdicts, so the stage reruns."""
         if self.config.kind != "math":
             return []

@@ -24,14 +24,18 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..errors import StoreError
 from ..fingerprint import hash_parts
+from ..stage import Reporter
 from ..store import Store, Version, now
 from .config import TrainConfig
 from .sft import BaseWeights, TrainError, run_sft
+
+if TYPE_CHECKING:
+    from ..models import ModelPool
 
 TRAIN_VERSION = "1"  # bump when the same config starts training something else
 
@@ -59,7 +63,8 @@ class TrainedModel:
             return [json.loads(line) for line in f if line.strip()]
 
 
-def resolve_base(model: str, pool: Any = None, store: Any = None, reporter: Any = None) -> BaseWeights:
+def resolve_base(model: str, pool: ModelPool | None = None, store: Store | None = None,
+                 reporter: Reporter | None = None) -> BaseWeights:
     """The base model a ``train.model`` names: one of the run's models (transformers
     backend), a local folder, or a cached hub id."""
     from ..models.config import TransformersSpec
@@ -117,7 +122,7 @@ class ModelStore:
         known = ", ".join(sorted({m.name for m in models})) or "none yet (curate train)"
         raise StoreError(f"no trained model '{ref}' in {self.root} (models trained on: {known})")
 
-    def train(self, version: Version, name: str, config: TrainConfig, base: BaseWeights, reporter: Any = None,
+    def train(self, version: Version, name: str, config: TrainConfig, base: BaseWeights, reporter: Reporter | None = None,
               force: bool = False) -> tuple[TrainedModel, bool]:
         """The model ``config`` trains from ``base`` on ``version`` (called ``name``), and
         whether it was already there. A training of the same fingerprint that was killed

@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from ..errors import UsageError
 from ..records import shape_of
+from ..stage import Reporter
 from .config import TrainConfig
 
 CHATML_TEMPLATE = (
@@ -102,7 +103,7 @@ def last_checkpoint(work: Path) -> Path | None:
     return complete
 
 
-def run_sft(table: pa.Table, config: TrainConfig, base: BaseWeights, work: Path, out: Path, reporter: Any = None) -> dict:
+def run_sft(table: pa.Table, config: TrainConfig, base: BaseWeights, work: Path, out: Path, reporter: Reporter | None = None) -> dict:
     """Fine-tune ``base`` on ``table`` with ``config``; checkpoints go to ``work`` (resumed
     from when they exist), the result to ``out``: ``model/``, ``adapter/`` (LoRA),
     ``log.jsonl``. Returns the training summary."""
@@ -140,7 +141,7 @@ def _quiet_libraries() -> Iterator[None]:
         accelerate.setLevel(level)
 
 
-def _run_sft(table: pa.Table, config: TrainConfig, base: BaseWeights, work: Path, out: Path, reporter: Any) -> dict:
+def _run_sft(table: pa.Table, config: TrainConfig, base: BaseWeights, work: Path, out: Path, reporter: Reporter | None) -> dict:
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
@@ -271,7 +272,7 @@ def _steps_per_run(trainer: Any, config: TrainConfig) -> int:
     return max(1, math.ceil(per_epoch * config.epochs))
 
 
-def _step_bar(reporter: Any, total: int, description: str, base: type) -> Any:
+def _step_bar(reporter: Reporter | None, total: int, description: str, base: type) -> Any:
     """A ``TrainerCallback`` that moves the reporter's progress bar one step per optimizer
     step (the reporter draws bars over an iterable; the trainer pulls from it)."""
 
