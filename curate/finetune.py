@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from .fingerprint import hash_parts
 from .stage import Reporter
 from .store import Store, Version
-from .train import ModelStore, TrainConfig, TrainedModel, resolve_base
+from .train import BaseWeights, ModelStore, TrainConfig, TrainedModel, resolve_base
 from .train.config import EvalConfig
 
 if TYPE_CHECKING:
+    from .evaluate import EvalResult
     from .models import ModelPool
 
 EVAL_VERSION = "1"
@@ -40,7 +41,7 @@ class Finished:
 
 
 def train_model(ref: str, config: TrainConfig | None = None, *, store: Store | str | None = None,
-                models: dict[str, Any] | None = None, reporter: Any = None, force: bool = False,
+                models: dict[str, Any] | None = None, reporter: Reporter | None = None, force: bool = False,
                 **settings: Any) -> tuple[TrainedModel, bool]:
     """Fine-tune on the dataset version ``ref`` (``curate train``): ``config``, or its fields as
     keywords (``train_model("math_sft", model="Qwen/Qwen2.5-0.5B", method="lora")``).
@@ -113,7 +114,8 @@ def finetune_and_evaluate(name: str, final: Version, train: TrainConfig, evaluat
     return done
 
 
-def _evaluate_base(base: Any, items: list, evaluation: EvalConfig, eval_fp: str, store: Store, reporter: Any) -> dict:
+def _evaluate_base(base: BaseWeights, items: list, evaluation: EvalConfig, eval_fp: str, store: Store,
+                   reporter: Reporter | None) -> dict:
     import json
 
     folder = store.area("reports", "base-evals", hash_parts(base.identity, eval_fp))
@@ -151,7 +153,7 @@ def evaluate_models(refs: list[str], evaluation: EvalConfig, store: Store, repor
     return rows
 
 
-def run_eval(model_path: str, label: str, items: list, evaluation: EvalConfig, reporter: Any) -> Any:
+def run_eval(model_path: str, label: str, items: list, evaluation: EvalConfig, reporter: Reporter | None) -> EvalResult:
     """``curate.evaluate.evaluate`` of the model in ``model_path`` (an ``EvalResult``)."""
     from .evaluate import evaluate
     from .models import ModelPool

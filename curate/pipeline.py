@@ -103,10 +103,14 @@ class Pipeline:
         self.stages = list(self.stages)
         self.steps = step_names(self.stages)
         self.models = dict(self.models or {})
-        missing = [f"step '{step}' uses model '{m}', which is not defined" for step, stage in zip(self.steps, self.stages)
-                   for m in stage.models_used() if m not in self.models]
+        from .models.config import BUILTIN_MODELS, model_ref_hint, model_roles
+
+        # A model a stage names is one of ours or a built-in one (``minilm``, the packaged embedder).
+        missing = [f"step '{step}' uses model '{m}', which is not defined" + model_ref_hint(m, embedder)
+                   for step, stage in zip(self.steps, self.stages) for m, embedder in model_roles(stage)
+                   if m not in self.models and m not in BUILTIN_MODELS]
         if missing:
-            known = ", ".join(self.models) or "none"
+            known = ", ".join([*self.models, *(n for n in BUILTIN_MODELS if n not in self.models)])
             raise UsageError("; ".join(missing) + f" (models: {known}); define it under the recipe's models: "
                              "section, or pass models={...} to Pipeline")
 

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from .errors import RecipeError
 from .finetune import Finished
 from .pipeline import Pipeline, RecipeInfo, RunResult, step_names
-from .stage import RECIPE_DATA, RECIPE_PATHS, Reporter, Stage, validation_problems
+from .stage import RECIPE_DATA, RECIPE_PATHS, Reporter, Stage, merge_settings, validation_problems
 from .store import _NAME_RE, Store, Version
 from .train import TrainedModel
 
@@ -224,9 +224,17 @@ def _apply_settings(data: dict, settings: dict[str, Any], problems: _Problems) -
                 continue
             i, stage_name, target = found
             loc = ("stages", i, stage_name)
-        for part in parents:  # a key inside a sub-config: train.lora.r, difficulty.sampling.k_p
-            target = target.setdefault(part, {}) if isinstance(target.get(part, {}), dict) else {}
-        target[last] = value
+        for part in parents:  # a key inside a sub-config: difficulty.sampling.k_p
+            inner = target.get(part, {})
+            if isinstance(inner, str):  # a bare variant name (sampling: uniform) gains a setting
+                inner = {"method": inner}
+            if not isinstance(inner, dict):
+                problems.add(("--set",), f"--set {key}: '{part}' holds {inner!r}, not a mapping of settings")
+                break
+            target[part] = inner
+            target = inner
+        else:
+            target[last] = value
         problems.settings[(*loc, *parents, last)] = key
 
 
@@ -343,13 +351,27 @@ def _is_local(value: Any, base: Path) -> bool:
 
 
 def _check_model_refs(data: dict, stages: list[Stage], models: dict, problems: _Problems) -> None:
-    """Every model a step names is defined (entries with problems of their own count as defined)."""
+    """Every model a step names is defined under models: or built in (``minilm``), and is of
+    the kind its field wants: an embedder (backend sentence_transformers) for ``embedder``, a
+    language model for the others. Entries with problems of their own count as defined."""
+    from .models.config import BUILTIN_MODELS, model_ref_hint, model_roles
+
     for step, stage in zip(step_names(stages), stages):
-        for ref in stage.models_used():
-            if ref not in models:
-                where = ("overrides", step) if "pipeline" in data else ("stages",)
+        where = ("overrides", step) if "pipeline" in data else ("stages",)
+        for ref, embedder in model_roles(stage):
+            if ref in models:
+                backend = models[ref].get("backend", "transformers") if isinstance(models[ref], dict) else None
+            elif ref in BUILTIN_MODELS:
+                backend = BUILTIN_MODELS[ref].backend
+            else:
                 problems.add(where, f"step '{step}' uses model '{ref}', which the recipe does not define under models:"
-                             + (_suggest(ref, models) if models else " (add a models: section)"))
+                             + (model_ref_hint(ref, embedder)
+                                or (_suggest(ref, models) if models else " (add a models: section)")))
+                continue
+            if backend is not None and (backend == "sentence_transformers") != embedder:
+                wanted = ("an embedder (backend: sentence_transformers)" if embedder
+                          else "a language model (backend: transformers, openai or vllm)")
+                problems.add(where, f"step '{step}' uses '{ref}', a {backend} model, where it needs {wanted}")
 
 
 def _source(data: dict, path: Path, problems: _Problems, sources: dict, check_inputs: bool) -> Any:
@@ -443,7 +465,7 @@ def _named_pipeline(data: dict, problems: _Problems, pipelines: dict, base: Path
             continue
         i = steps.index(step)
         given = _resolve_stage_paths(type(stages[i]), cfg or {}, base) if isinstance(cfg, dict) else cfg
-        merged = {**stages[i].config.model_dump(exclude_defaults=True), **(given or {})}
+        merged = merge_settings(stages[i].config.model_dump(exclude_defaults=True), given or {})
         stage = _build_stage(type(stages[i]), merged, ("overrides", step), problems)
         if stage is not None:
             stages[i] = stage

@@ -22,11 +22,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Annotated, Any, ClassVar, NamedTuple, Protocol, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_serializer
 
 from .errors import RecipeError, StageError
 from .fingerprint import hash_parts
@@ -52,6 +52,50 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
     renamed: ClassVar[dict[str, str]] = {}
+
+
+# -- variants: a method's own settings in its own config class (``sampling: {method: prop2diff, k_p: 12}``) --
+class Variant(StageConfig):
+    """One variant of a tagged sub-config, named by ``method``. The tag is always written out,
+    defaults or not, so a fingerprint and a config read back see one shape; Python may leave
+    it out (``Prop2Diff(k_p=12)``)."""
+
+    method: str
+
+    @model_serializer(mode="wrap")
+    def _with_method(self, handler: Any) -> Any:
+        out = handler(self)
+        return {"method": self.method, **out} if isinstance(out, dict) else out
+
+    def __repr__(self) -> str:
+        """As a recipe writes it: ``{method: prop2diff, k_p: 12}`` (its non-default settings)."""
+        return "{" + ", ".join(f"{k}: {v}" for k, v in self.model_dump(mode="json", exclude_defaults=True).items()) + "}"
+
+
+def moved_into(key: str, example: str) -> str:
+    """What an old flat key became, for a config's ``renamed``: ``'k_p' under sampling
+    (sampling: {method: prop2diff, k_p: 12})`` from ``("k_p", "sampling: {...}")``."""
+    return f"'{key}' under {example.split(':')[0]} ({example})"
+
+
+def one_of(*variants: type[Variant], optional: bool = False) -> Any:
+    """The union of ``variants`` told apart by ``method`` (with None when ``optional``). A bare
+    string is the variant of that name with its defaults (``sampling: uniform`` is
+    ``{method: uniform}``); a mapping without a known method is an error that lists them."""
+    names = [v.model_fields["method"].default for v in variants]
+
+    def bare(value: Any) -> Any:
+        if isinstance(value, str):
+            value = {"method": value}
+        if isinstance(value, dict):
+            if "method" not in value:
+                raise ValueError(f"say which method: {{method: {' | '.join(names)}, ...}}")
+            if value["method"] not in names:
+                raise ValueError(f"method '{value['method']}' is not one of {', '.join(names)}")
+        return value
+    members = (*variants, type(None)) if optional else variants
+    return Annotated[Union[members], Field(discriminator="method"), BeforeValidator(bare)]  # noqa: UP007
+
 
 
 class _Output(NamedTuple):
@@ -93,6 +137,8 @@ class Models(Protocol):
     names the interface; the models layer, above it, implements it)."""
 
     def get(self, name: str) -> Any: ...
+
+    def embedder(self, name: str) -> Any: ...
 
     def identity(self, name: str) -> str: ...
 
@@ -177,7 +223,7 @@ class Stage:
             self.config = config
             return
         values = config.model_dump(exclude_defaults=True) if isinstance(config, StageConfig) else dict(config or {})
-        values.update(overrides)
+        values = merge_settings(values, overrides)
         try:
             self.config = self.Config(**values)
         except ValidationError as e:
@@ -220,6 +266,22 @@ class Stage:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump(exclude_defaults=True).items())
         return f"{type(self).__name__}({args})"
+
+
+def merge_settings(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``given`` laid over it, mappings merged key by key: an override of
+    ``sampling: {k_p: 40}`` keeps the rest of ``sampling: {method: prop2diff, ...}``. A mapping
+    naming another ``method`` (a different variant) replaces the old one whole."""
+    out = dict(base)
+    for key, value in given.items():
+        old = out.get(key)
+        if isinstance(old, str) and isinstance(value, dict) and value.get("method", old) == old:
+            old = {"method": old}  # a bare variant name (``sampling: uniform``) with settings added
+        if isinstance(old, dict) and isinstance(value, dict) and value.get("method", old.get("method")) == old.get("method"):
+            out[key] = merge_settings(old, value)
+        else:
+            out[key] = value
+    return out
 
 
 def check_keep_policy(keep: str, score_column: str | None) -> None:
@@ -292,18 +354,36 @@ def split(
     return StageOutput(kept, rejected)
 
 
-def describe_config(config_cls: type[StageConfig]) -> list[dict[str, str]]:
-    """Each config field's name, type, default and one-line doc (for ``curate stages NAME``)."""
+def describe_config(config_cls: type[BaseModel], prefix: str = "") -> list[dict[str, str]]:
+    """Each config field's name, type, default and doc (for ``curate stages NAME``); a field
+    holding variants (``sampling: {method: prop2diff, k_p: 12}``) is followed by each
+    variant's own settings, named ``sampling.k_p``, with the method they belong to."""
     rows = []
     for name, f in config_cls.model_fields.items():
+        if name == "method" and prefix:
+            continue  # a variant's tag: its row is the field's own
         default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
-        rows.append({"name": name, "type": type_name(f.annotation), "default": default, "doc": (f.description or "").strip()})
+        rows.append({"name": prefix + name, "type": type_name(f.annotation), "default": default,
+                     "doc": " ".join((f.description or "").split())})
+        for variant in config_classes(f.annotation):
+            tag = variant.model_fields["method"].default if "method" in variant.model_fields else None
+            for row in describe_config(variant, f"{prefix}{name}."):
+                rows.append({**row, "type": f"{row['type']} (method: {tag})" if tag else row["type"]})
     return rows
+
+
+def config_classes(tp: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation (through Optional, unions and Annotated)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    return [m for a in typing.get_args(tp) for m in config_classes(a)]
 
 
 def type_name(tp: Any) -> str:
     if tp is type(None):
         return "None"
+    if typing.get_origin(tp) is Annotated:  # a tagged member of a union: its type says it
+        return type_name(typing.get_args(tp)[0])
     origin = typing.get_origin(tp)
     if origin is None:
         return getattr(tp, "__name__", str(tp))

@@ -40,10 +40,11 @@ from curate.stages import (
     Verify,
 )
 
-# Ten CHAMP problems held out as the evaluation set (recipes/data/champ_heldout.jsonl: every
-# 27th problem, with its reference answer). The fingerprint follows the file's content,
-# not where the checkout lives.
-HELDOUT = Path(__file__).resolve().parents[1] / "recipes" / "data" / "champ_heldout.jsonl"
+# Ten CHAMP problems held out as the evaluation set (every 27th problem, with its reference
+# answer and solution). The file ships inside this package (package data), so an installed
+# curate finds it wherever it runs; recipes/data/champ_heldout.jsonl links to it. The
+# fingerprint follows the file's content, not where it lives.
+HELDOUT = Path(__file__).resolve().parent / "data" / "champ_heldout.jsonl"
 TARGET_CATEGORY = "Number-Theory"
 
 
@@ -116,11 +117,12 @@ def math_sft(ref_lm: str = "ref_lm", eval_sets: tuple[str, ...] = (str(HELDOUT),
         # correct responses), and each problem keeps at most ceil(12 * d / max d) of the rest
         # (Prop2Diff: the hardest keep 12, the easiest 1; problems verify could not check
         # count as the median). Curriculum order (easy to hard) is left to the training step.
-        Difficulty(estimate="verified", group_by="problem_id", drop_incorrect=True, sampling="prop2diff",
-                   max_per_prompt=12),
+        Difficulty(estimate="verified", group_by="problem_id", drop_incorrect=True,
+                   sampling={"method": "prop2diff", "k_p": 12}),
         # GOT-D toward the target: the rows whose distribution moves the set toward the
         # target examples. The category is a property of the problem, so problems are
-        # compared (one embedding per distinct problem, about 270, not one per solution).
+        # compared (one embedding per distinct problem, about 270, not one per solution), by
+        # the built-in embedder minilm (the packaged all-MiniLM-L6-v2; `embedder:` names another).
         SelectTarget(target=target or champ_category(TARGET_CATEGORY), method="got_d", fraction=0.25, field="prompt"),
         # Rows verify could not check (about a third: non-numeric references, prose answers)
         # are scored by the model's confidence and the least confident 20% filtered; rows

@@ -56,3 +56,18 @@ def test_rows_in_equals_kept_plus_rejected_on_many_duplicates():
 def test_unknown_config_key_is_a_recipe_error_with_suggestion():
     with pytest.raises(RecipeError, match="fild: unknown key; did you mean 'field'"):
         ExactDedup(fild="response")
+
+
+def test_unicode_nfkc_folds_full_width_letters_and_can_be_turned_off():
+    t = pa.table({"id": ["a", "b"], "text": ["ＡＢＣ 42", "abc 42"]})
+    assert len(ExactDedup()(t).kept) == 1
+    assert len(ExactDedup(unicode_nfkc=False)(t).kept) == 2
+
+
+def test_normalize_unicode_was_renamed_to_minhash_dedups_name_and_the_default_fingerprint_is_kept():
+    with pytest.raises(RecipeError, match="normalize_unicode: renamed to 'unicode_nfkc'"):
+        ExactDedup(normalize_unicode=False)
+    # Only non-default settings enter a fingerprint, so stores made before the rename stay cached
+    # (these are the fingerprints the stage had as normalize_unicode).
+    assert ExactDedup().fingerprint("parent0") == ExactDedup(unicode_nfkc=True).fingerprint("parent0") == "7584d19072766a96"
+    assert ExactDedup(field="response").fingerprint("parent0") == "85cee071b596fafe"

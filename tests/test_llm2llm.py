@@ -1,4 +1,4 @@
-"""augment, method llm2llm: LLM2LLM (METHODS 4). The loop with real tiny LMs as the student
+"""llm2llm: LLM2LLM (METHODS 4). The loop with real tiny LMs as the student
 (the session's tiny LM, fine-tuned a few steps per round) and the teacher (a tiny LM trained here
 to write items in LLM2LLM's format); exact accounting, retries, budgets, stopping and resuming
 with a scripted student and teacher; ROUGE-L and the item parser on known values."""
@@ -21,9 +21,8 @@ from curate.models.tiny import MARKER, render_chat, train_tiny
 from curate.records import MESSAGES_TYPE, prompt_of
 from curate.sources import SOURCES
 from curate.stage import StageContext
-from curate.stages import llm2llm
-from curate.stages.augment import Augment
-from curate.stages.llm2llm import (
+from curate.algorithms import llm2llm_text
+from curate.algorithms.llm2llm_text import (
     Item,
     QuestionPool,
     lcs_length,
@@ -31,6 +30,9 @@ from curate.stages.llm2llm import (
     rouge_l,
     rouge_tokens,
 )
+from curate.stages import llm2llm
+from curate.stages.dart import RejectionSample
+from curate.stages.llm2llm import LLM2LLM
 from curate.store import Store
 
 from .scripted import ItemTeacher, numbered_items
@@ -92,10 +94,10 @@ def new_rows(out) -> list[dict]:
     return [r for r in out.kept.to_pylist() if r["generated_by"] is not None]
 
 
-def llm2llm_stage(**kw) -> Augment:
-    args = {"method": "llm2llm", "model": "teacher", "student": "student", "kind": "number", "rounds": 2,
-            "student_train": {"max_steps": 1}, **kw}
-    return Augment(**args)
+def llm2llm_stage(**kw) -> LLM2LLM:
+    args = {"model": "teacher", "student": "student", "kind": "number", "rounds": 2, "student_train": {"max_steps": 1},
+            **kw}
+    return LLM2LLM(**args)
 
 
 def pool(tiny_lm: Path, teacher, session_cache: Path) -> ModelPool:
@@ -147,7 +149,8 @@ def teacher_texts() -> list[str]:
             for n in (1, 2):
                 items = [Item(*problem(i, v)), Item(*problem(i, (v + 1) % 4))][:n]
                 answer = "".join(item.shown(k) for k, item in enumerate(items, 1))
-                texts.append(render_chat([*llm2llm.request(seed, n, [], c), {"role": "assistant", "content": answer}]))
+                chat = llm2llm_text.request(seed.question, seed.key, n, [], c.system_prompt)
+                texts.append(render_chat([*chat, {"role": "assistant", "content": answer}]))
             answers.append(render_chat([{"role": "assistant", "content": Item(*problem(i, v)).shown(1)}]))
     return texts + answers * 4
 
@@ -403,31 +406,38 @@ def test_a_token_budget_that_cannot_pay_for_one_request_trains_nothing(tiny_lm, 
 
 
 # -- config and inputs --------------------------------------------------------------------------
-L2L = {"method": "llm2llm", "model": "teacher", "student": "student", "kind": "number"}
+L2L = {"model": "teacher", "student": "student", "kind": "number"}
 
 
 @pytest.mark.parametrize("config, message", [
-    ({**L2L, "student": None}, "needs student"),
+    ({"model": "teacher", "kind": "number"}, "llm2llm.student: required key is missing"),
     ({**L2L, "student_train": {"learning_rat": 0.1}},
-     r"augment.student_train: learning_rat: unknown key; did you mean 'learning_rate'"),
+     r"llm2llm.student_train: learning_rat: unknown key; did you mean 'learning_rate'"),
     ({**L2L, "student_train": {"epochs": 0}}, "student_train: epochs: Input should be greater than 0"),
     ({**L2L, "student_train": {"model": "x"}}, "student_train: model is not set here"),
-    ({**L2L, "max_trials": 10}, "max_trials is only used with method: rejection_sampling"),
+    ({**L2L, "max_trials": 10}, "llm2llm.max_trials: unknown key"),
+    ({**L2L, "sampling": {"method": "uniform", "k_u": 4}}, "llm2llm.sampling: unknown key"),
     ({**L2L, "rouge_threshold": 1.5}, "rouge_threshold"),
-    ({"model": "t", "kind": "number", "student": "s"}, "student is only used with method: llm2llm"),
-    ({"model": "t", "kind": "number", "rounds": 3}, "rounds is only used with method: llm2llm"),
+    ({**L2L, "method": "llm2llm"}, "llm2llm.method: renamed to a stage of its own: llm2llm"),
 ])
 def test_bad_llm2llm_config_is_a_recipe_error_naming_the_field(config, message):
     with pytest.raises(RecipeError, match=message):
-        Augment(**config)
+        LLM2LLM(**config)
 
 
-def test_teacher_sampling_defaults_follow_the_method_and_the_student_enters_the_fingerprint():
-    rs, l2l = Augment(model="t", kind="number"), llm2llm_stage()
+@pytest.mark.parametrize("key", ["rounds", "per_seed", "student"])
+def test_an_llm2llm_setting_given_to_rejection_sample_is_an_error_naming_it(key):
+    with pytest.raises(RecipeError, match=f"rejection_sample.{key}: unknown key"):
+        RejectionSample(model="t", kind="number", **{key: 3 if key != "student" else "s"})
+
+
+def test_teacher_sampling_defaults_follow_the_stage_and_the_student_enters_the_fingerprint():
+    rs, l2l = RejectionSample(model="t", kind="number"), llm2llm_stage()
     assert [rs.config.teacher(k) for k in ("temperature", "top_p", "max_tokens")] == [1.6, 0.95, 2048]
     assert [l2l.config.teacher(k) for k in ("temperature", "top_p", "max_tokens")] == [1.0, 1.0, 2149]
     assert llm2llm_stage(temperature=0.7).config.teacher("temperature") == 0.7
-    assert Augment(model="t", kind="number", temperature=1.6).fingerprint_config() == rs.fingerprint_config()
+    assert RejectionSample(model="t", kind="number", temperature=1.6).fingerprint_config() == rs.fingerprint_config()
+    assert llm2llm_stage(temperature=1.0).fingerprint_config() == l2l.fingerprint_config()
     assert l2l.models_used() == ["teacher", "student"] and rs.models_used() == ["t"]
 
     class Ids:

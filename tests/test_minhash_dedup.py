@@ -214,6 +214,9 @@ def test_config_errors_are_recipe_errors():
         MinhashDedup(bands=20, rows=10)
     with pytest.raises(RecipeError, match="keep: score needs score_column"):
         MinhashDedup(keep="score")
+    # exact_dedup's earlier name for the same option
+    with pytest.raises(RecipeError, match="normalize_unicode: renamed to 'unicode_nfkc'"):
+        MinhashDedup(normalize_unicode=True)
 
 
 def test_against_removes_rows_that_near_duplicate_an_earlier_version_and_tracks_it(tmp_path):

@@ -130,3 +130,20 @@ def test_curate_run_set_changes_the_step_and_its_fingerprint(small_recipe, tmp_p
     assert sum(show["rejections"].values()) == show["counts"]["in"]
     bad = run_cli("run", str(small_recipe), "--store", str(store), "--set", "heuristic_filter.min_wrds=3")
     assert bad.returncode == 2 and "--set heuristic_filter.min_wrds: unknown key" in bad.stderr
+
+
+def test_set_reaches_into_a_variant_and_keeps_its_other_settings():
+    r = load_recipe(ROOT / "recipes" / "math_sft.yaml", check_inputs=False,
+                    settings={"difficulty.sampling.k_p": 40})
+    sampling = dict(zip(r.pipeline().steps, r.stages))["difficulty"].config.sampling
+    assert (sampling.method, sampling.k_p) == ("prop2diff", 40)
+
+
+def test_settings_merge_into_mappings_unless_they_name_another_variant():
+    from curate.stage import merge_settings
+
+    base = {"sampling": {"method": "prop2diff", "k_p": 12}, "seed": 1}
+    assert merge_settings(base, {"sampling": {"k_p": 40}}) == {"sampling": {"method": "prop2diff", "k_p": 40}, "seed": 1}
+    assert merge_settings(base, {"sampling": {"method": "uniform", "k_u": 5}})["sampling"] == {"method": "uniform", "k_u": 5}
+    assert merge_settings({"sampling": "uniform"}, {"sampling": {"k_u": 5}}) == {"sampling": {"method": "uniform", "k_u": 5}}
+    assert base == {"sampling": {"method": "prop2diff", "k_p": 12}, "seed": 1}  # nothing mutated

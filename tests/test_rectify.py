@@ -26,7 +26,7 @@ from curate.stages.confidence import (
 )
 from curate.versions import diff
 
-from .scripted import Pool, ScriptedLM
+from .scripted import ScriptedLM
 
 
 def sft(rows: list[tuple[str, str]], answers: list[str | None] | None = None) -> pa.Table:
@@ -37,8 +37,18 @@ def sft(rows: list[tuple[str, str]], answers: list[str | None] | None = None) ->
     return pa.table(cols)
 
 
+BUILTIN = ModelPool()  # the built-in embedder for similarity: embedding, loaded once (on first use) for the module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_builtin():
+    yield
+    BUILTIN.close()
+
+
 def run(stage, table, lm):
-    return stage(table, StageContext(models=Pool(m=lm)))
+    """``stage`` with the scripted model as "m" and the module's embedder (given, so shared)."""
+    return stage(table, StageContext(models=ModelPool({"m": lm, "minilm": BUILTIN.embedder("minilm")})))
 
 
 # -- the confidence math --------------------------------------------------------------------

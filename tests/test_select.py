@@ -16,8 +16,9 @@ import pytest
 
 from curate import Pipeline
 from curate.errors import RecipeError, StoreError, UsageError
-from curate.models.embeddings import embed
+from curate.models import ModelPool
 from curate.sources import SOURCES
+from curate.stage import StageContext
 from curate.stages import SelectTarget
 from curate.algorithms import dsir as dsir_mod
 from curate.algorithms import ot as ot_mod
@@ -63,8 +64,16 @@ def math_pool():
 
 
 @pytest.fixture(scope="module")
-def embedded(math_pool):
+def ctx():
+    """One pool for the module: the built-in embedder (minilm) is loaded once."""
+    with ModelPool() as models:
+        yield StageContext(models=models)
+
+
+@pytest.fixture(scope="module")
+def embedded(math_pool, ctx):
     pool, is_math, target = math_pool
+    embed = ctx.models.embedder("minilm").embed
     return embed(pool.column("text").to_pylist()), embed(target.column("text").to_pylist())
 
 
@@ -74,10 +83,10 @@ def write_jsonl(path: Path, table: pa.Table) -> str:
 
 
 @pytest.mark.parametrize("method", ["got_d", "dsir", "similarity"])
-def test_each_method_selects_at_least_90_percent_math_for_a_math_target(method, math_pool, tmp_path):
+def test_each_method_selects_at_least_90_percent_math_for_a_math_target(method, math_pool, tmp_path, ctx):
     pool, is_math, target = math_pool
     stage = SelectTarget(target=write_jsonl(tmp_path / "target.jsonl", target), method=method, budget=150, field="text")
-    kept, rejected, added = stage(pool)
+    kept, rejected, added = stage(pool, ctx)
     assert kept.num_rows == 150 and rejected.num_rows == 250 and added == 0
     chosen = np.isin(pool.column("id").to_numpy(zero_copy_only=False), kept.column("id").to_numpy(zero_copy_only=False))
     assert is_math[chosen].mean() >= 0.9, f"{method}: {is_math[chosen].mean():.2f} of the selection is math"
@@ -216,6 +225,14 @@ def test_bad_configs_name_the_field():
         SelectTarget(target="x.jsonl", budget=3, method="dsir", task_column="task")
     with pytest.raises(RecipeError, match="method"):
         SelectTarget(target="x.jsonl", budget=3, method="lava")
+    with pytest.raises(RecipeError, match="embed_batch_size: renamed to the embedder's own batch_size"):
+        SelectTarget(target="x.jsonl", budget=3, embed_batch_size=16)
+
+
+def test_only_the_embedding_methods_name_the_embedder():
+    assert SelectTarget(target="x.jsonl", budget=3).models_used() == ["minilm"]
+    assert SelectTarget(target="x.jsonl", budget=3, method="similarity", embedder="bge").models_used() == ["bge"]
+    assert SelectTarget(target="x.jsonl", budget=3, method="dsir").models_used() == []
 
 
 def test_a_missing_target_is_a_clear_error(math_pool):

@@ -1,4 +1,5 @@
-"""semantic_dedup with the real packaged all-MiniLM-L6-v2 embedder (loaded once per module).
+"""semantic_dedup with the real packaged all-MiniLM-L6-v2 embedder, the built-in ``minilm``
+(loaded once per module, by one pool the tests share).
 
 The paraphrase groups were checked against the model: within a group every pair scores
 cosine >= 0.96, while no two texts of different groups (or unrelated texts) score above
@@ -13,8 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.models import embeddings
 from curate.errors import RecipeError, StageError
+from curate.models import ModelPool
+from curate.models.base import ModelError
+from curate.stage import StageContext
 from curate.stages import semantic
 from curate.stages.semantic import SemanticDedup, greedy_duplicates
 
@@ -68,10 +71,11 @@ UNRELATED = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def model():
-    """Load the packaged embedder once; every stage below reuses the process-wide copy."""
-    return embeddings.load()
+@pytest.fixture(scope="module")
+def ctx():
+    """One pool for the module: the built-in embedder is loaded once, and closed at the end."""
+    with ModelPool() as pool:
+        yield StageContext(models=pool)
 
 
 def sft(responses: list[str], **columns) -> pa.Table:
@@ -92,9 +96,9 @@ def mixed_table() -> pa.Table:
     return sft(responses)
 
 
-def test_paraphrase_groups_collapse_to_one_row_each_and_unrelated_texts_stay():
+def test_paraphrase_groups_collapse_to_one_row_each_and_unrelated_texts_stay(ctx):
     t = mixed_table()
-    kept, rejected, added = SemanticDedup()(t)
+    kept, rejected, added = SemanticDedup()(t, ctx)
     assert added == 0 and len(kept) + len(rejected) == len(t)
     assert len(kept) == len(GROUPS) + len(UNRELATED) and len(rejected) == 2 * len(GROUPS)
     responses = dict(zip(t.column("id").to_pylist(), (m[-1]["content"] for m in t.column("messages").to_pylist())))
@@ -109,43 +113,43 @@ def test_paraphrase_groups_collapse_to_one_row_each_and_unrelated_texts_stay():
         assert row["duplicate_of"] in row["detail"]
 
 
-def test_unrelated_texts_are_all_kept():
-    kept, rejected, _ = SemanticDedup()(sft(UNRELATED))
+def test_unrelated_texts_are_all_kept(ctx):
+    kept, rejected, _ = SemanticDedup()(sft(UNRELATED), ctx)
     assert len(kept) == len(UNRELATED) and len(rejected) == 0
     assert rejected.column_names[-2:] == ["duplicate_of", "similarity"]
 
 
-def test_a_larger_epsilon_removes_looser_paraphrases():
+def test_a_larger_epsilon_removes_looser_paraphrases(ctx):
     t = pa.table({"id": ["a", "b", "c"], "text": ["The cat sat on the mat.", "The cat is sitting on the mat.", "Dividing 12 by 4 gives 3."]})
-    assert len(SemanticDedup()(t).kept) == 3  # cosine 0.93: a looser paraphrase, kept at the default
-    kept, rejected, _ = SemanticDedup(epsilon=0.1)(t)
+    assert len(SemanticDedup()(t, ctx).kept) == 3  # cosine 0.93: a looser paraphrase, kept at the default
+    kept, rejected, _ = SemanticDedup(epsilon=0.1)(t, ctx)
     assert kept.column("id").to_pylist() == ["a", "c"] and rejected.column("duplicate_of").to_pylist() == ["a"]
 
 
-def test_keep_longest_keeps_the_longest_text_of_a_group():
+def test_keep_longest_keeps_the_longest_text_of_a_group(ctx):
     group = GROUPS[4]  # lengths differ; the longest is the last
-    kept, rejected, _ = SemanticDedup(keep="longest")(sft([*group, *UNRELATED[:5]]))
+    kept, rejected, _ = SemanticDedup(keep="longest")(sft([*group, *UNRELATED[:5]]), ctx)
     kept_ids = kept.column("id").to_pylist()
     assert "r2" in kept_ids and "r0" not in kept_ids and "r1" not in kept_ids
     assert rejected.column("duplicate_of").to_pylist() == ["r2", "r2"]
 
 
-def test_keep_score_keeps_the_highest_score_and_missing_scores_rank_last():
+def test_keep_score_keeps_the_highest_score_and_missing_scores_rank_last(ctx):
     group = GROUPS[1]
     t = sft([*group, UNRELATED[0]], quality=pa.array([0.2, 0.9, None, 0.1]))
-    kept, rejected, _ = SemanticDedup(keep="score", score_column="quality")(t)
+    kept, rejected, _ = SemanticDedup(keep="score", score_column="quality")(t, ctx)
     assert kept.column("id").to_pylist() == ["r1", "r3"]
     assert sorted(rejected.column("id").to_pylist()) == ["r0", "r2"] and set(rejected.column("duplicate_of").to_pylist()) == {"r1"}
 
 
-def test_ties_in_score_go_to_the_earliest_row():
+def test_ties_in_score_go_to_the_earliest_row(ctx):
     t = sft(GROUPS[2], quality=pa.array([1, 5, 5]))
-    kept, _, _ = SemanticDedup(keep="score", score_column="quality")(t)
+    kept, _, _ = SemanticDedup(keep="score", score_column="quality")(t, ctx)
     assert kept.column("id").to_pylist() == ["r1"]
 
 
-def test_semantic_cluster_is_added_to_kept_and_rejected_rows():
-    kept, rejected, _ = SemanticDedup(n_clusters=4)(mixed_table())
+def test_semantic_cluster_is_added_to_kept_and_rejected_rows(ctx):
+    kept, rejected, _ = SemanticDedup(n_clusters=4)(mixed_table(), ctx)
     for part in (kept, rejected):
         clusters = part.column("semantic_cluster")
         assert clusters.type == pa.int64() and clusters.null_count == 0
@@ -156,28 +160,28 @@ def test_semantic_cluster_is_added_to_kept_and_rejected_rows():
         assert cluster_of[row["duplicate_of"]] == row["semantic_cluster"]
 
 
-def test_rerun_gives_identical_output():
+def test_rerun_gives_identical_output(ctx):
     t = mixed_table()
-    first = SemanticDedup(n_clusters=4, seed=3)(t)
-    second = SemanticDedup(n_clusters=4, seed=3)(t)
+    first = SemanticDedup(n_clusters=4, seed=3)(t, ctx)
+    second = SemanticDedup(n_clusters=4, seed=3)(t, ctx)
     assert first.kept.equals(second.kept) and first.rejected.equals(second.rejected)
 
 
-def test_empty_table_and_empty_texts():
+def test_empty_table_and_empty_texts(ctx):
     empty = pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())})
-    kept, rejected, _ = SemanticDedup()(empty)
+    kept, rejected, _ = SemanticDedup()(empty, ctx)
     assert len(kept) == 0 and len(rejected) == 0 and "semantic_cluster" in kept.column_names
     t = pa.table({"id": ["a", "b", "c", "d"], "text": ["", "  ", "Paris is the capital of France.", "The capital of France is Paris."]})
-    kept, rejected, _ = SemanticDedup()(t)
+    kept, rejected, _ = SemanticDedup()(t, ctx)
     assert kept.column("id").to_pylist() == ["a", "b", "c"]  # empty texts are never compared
     assert kept.column("semantic_cluster").to_pylist()[:2] == [-1, -1]
     assert rejected.column("duplicate_of").to_pylist() == ["c"]
 
 
-def test_field_names_the_text_that_is_compared():
+def test_field_names_the_text_that_is_compared(ctx):
     t = pa.table({"id": ["a", "b"], "text": GROUPS[0][:2], "note": ["Dividing 12 by 4 gives 3.", "Penguins live mostly in the Southern Hemisphere."]})
-    assert len(SemanticDedup()(t).kept) == 1
-    assert len(SemanticDedup(field="note")(t).kept) == 2
+    assert len(SemanticDedup()(t, ctx).kept) == 1
+    assert len(SemanticDedup(field="note")(t, ctx).kept) == 2
 
 
 def test_greedy_rule_compares_with_kept_rows_only_so_chains_do_not_spread():
@@ -211,13 +215,25 @@ def test_config_errors_are_recipe_errors():
         SemanticDedup(score_column="quality")
     with pytest.raises(RecipeError, match="epsilon"):
         SemanticDedup(epsilon=1.5)
+    # the keys the encoder's settings had before it became a models: entry
+    with pytest.raises(RecipeError, match="model: renamed to 'embedder'.*backend: sentence_transformers"):
+        SemanticDedup(model="sentence-transformers/all-MiniLM-L6-v2")
+    with pytest.raises(RecipeError, match="batch_size: renamed to the embedder's own batch_size"):
+        SemanticDedup(batch_size=32)
 
 
-def test_missing_score_column_and_unavailable_model_are_stage_errors():
+def test_missing_score_column_and_unavailable_model_are_errors(ctx):
     with pytest.raises(StageError, match="score_column 'quality' is not a column"):
-        SemanticDedup(keep="score", score_column="quality")(sft(GROUPS[0]))
-    with pytest.raises(StageError, match="no-such-org/no-such-model.*local Hugging Face cache"):
-        SemanticDedup(model="no-such-org/no-such-model")(sft(GROUPS[0]))
+        SemanticDedup(keep="score", score_column="quality")(sft(GROUPS[0]), ctx)
+    pool = ModelPool({"remote": {"backend": "sentence_transformers", "model": "no-such-org/no-such-model"}})
+    with pytest.raises(ModelError, match="no-such-org/no-such-model.*local Hugging Face cache"):
+        SemanticDedup(embedder="remote")(sft(GROUPS[0]), StageContext(models=pool))
+
+
+def test_a_stage_called_on_its_own_uses_the_built_in_embedder():
+    """No run, no pool: the call builds the built-in embedder for itself and frees it after."""
+    kept, rejected, _ = SemanticDedup()(sft(GROUPS[0]))
+    assert len(kept) == 1 and len(rejected) == 2
 
 
 def test_building_the_stage_does_not_import_torch():
@@ -230,23 +246,10 @@ def test_building_the_stage_does_not_import_torch():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_fingerprint_follows_the_model_identity(tmp_path):
-    import shutil
+def test_nearest_finds_each_paraphrase_among_distinct_texts(ctx):
+    from curate.models.embeddings import nearest
 
-    from curate.models.embeddings import packaged_model_path
-
-    packaged = SemanticDedup()
-    assert packaged.fingerprint("p") == SemanticDedup().fingerprint("p")
-    copy = tmp_path / "model"
-    shutil.copytree(packaged_model_path(), copy)
-    before = SemanticDedup(model=str(copy)).fingerprint("p")
-    (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
-    assert SemanticDedup(model=str(copy)).fingerprint("p") != before
-
-
-def test_nearest_finds_each_paraphrase_among_distinct_texts():
-    from curate.models.embeddings import embed, nearest
-
+    embed = ctx.models.embedder("minilm").embed
     corpus = ["How many primes are below 100?", "Compute the area of a circle of radius 3.",
               "Find all real x with x^2 = 9.", "What is the capital of France?"]
     queries = ["What is the area of a circle whose radius is 3?", "Which city is France's capital?",

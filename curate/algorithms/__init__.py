@@ -7,7 +7,9 @@ Each module holds one method with its paper and defaults at the top:
 * ``latex``: the lexical layer of answer checking (LaTeX delimiters, wrappers, brackets);
 * ``answers``: final-answer extraction and numeric / textual equivalence;
 * ``symbolic``: SymPy / math-verify equivalence with the guards that bound it;
-* ``allocate``: rows per prompt by difficulty (Uniform, Prop2Diff, histogram) under a budget;
+* ``allocate``: rows per prompt by difficulty (Uniform, Prop2Diff, histogram) under a budget,
+  and those strategies as the tagged sub-configs ``difficulty`` and ``rejection_sample`` share;
+* ``llm2llm_text``: LLM2LLM's teacher request, its numbered-item parser and ROUGE-L near-copies;
 * ``ot``: GOT-D's calibrated OT gradients through POT's block-wise Sinkhorn;
 * ``dsir``: hashed n-gram importance weights and Gumbel top-k;
 * ``rds``: RDS+ round-robin over target examples and tasks.

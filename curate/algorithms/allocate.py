@@ -6,6 +6,16 @@ Every function works on per-row arrays -- ``gid`` (the row's prompt group), ``ra
 row's place in its prompt's order of choice, ``choice_ranks``), ``cost`` (1 per row, or its
 tokens) -- and per-group arrays -- ``d`` (difficulty), ``avail`` (rows the prompt can
 give). A prompt keeps the rows whose rank is below its quota.
+
+The strategies as a stage's config writes them live here too, defined once for the two
+stages that use them: ``Uniform`` and ``Prop2Diff`` (DART-Math's two sampling strategies:
+``rejection_sample``'s targets of correct responses per prompt, and ``difficulty``'s rows
+kept per prompt), ``Histogram`` (difficulty only) and the row / token ``Budget``::
+
+    sampling: {method: uniform, k_u: 40}
+    sampling: {method: prop2diff, k_p: 192}          # the hardest prompt gets k_p
+    sampling: {method: histogram, bins: [0, 0.5, 1], weights: [1, 3]}
+    budget: {rows: 50000}                              # or {tokens: 2000000, token_column: n_tokens}
 """
 
 from __future__ import annotations
@@ -13,10 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from itertools import pairwise
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from ..errors import StageError
+from ..stage import StageConfig, Variant, moved_into, one_of  # noqa: F401 (moved_into: re-exported)
 
 EPS = 1e-9  # k * d / max d is a float; 8 * 0.5 must not round up to 5
 
@@ -53,7 +67,7 @@ def budgeted_quota(sampling: str, d: np.ndarray, rank: np.ndarray, gid: np.ndarr
     if sampling == "uniform":
         def at(k: int) -> np.ndarray:
             return np.minimum(avail, k)
-        hi, key = k_max or max(int(avail.max(initial=0)), 1), "per_prompt"
+        hi, key = k_max or max(int(avail.max(initial=0)), 1), "k_u"
     else:
         top = d.max(initial=0.0)
         rel = d / top if top > 0 else np.zeros_like(d)
@@ -62,7 +76,7 @@ def budgeted_quota(sampling: str, d: np.ndarray, rank: np.ndarray, gid: np.ndarr
             return np.minimum(avail, prop2diff_quota(rel, k, minimum))
         # past this k_p every quota is capped at the rows its prompt has
         smallest = rel[rel > 0].min(initial=1.0)
-        hi, key = k_max or max(1, math.ceil(int(avail.max(initial=1)) / smallest)), "max_per_prompt"
+        hi, key = k_max or max(1, math.ceil(int(avail.max(initial=1)) / smallest)), "k_p"
     if budget is None:
         return at(hi), hi
 
@@ -129,3 +143,84 @@ def largest(spent: Callable[[int], float], lo: int, hi: int, budget: float) -> i
 def spent_below(cost: np.ndarray, rank: np.ndarray, k: int) -> float:
     """What the rows of rank below k cost."""
     return float(cost[rank < k].sum())
+
+
+# -- the strategies as configs write them ---------------------------------------------------
+class Uniform(Variant):
+    """DART's Uniform: the same count k_u for every prompt."""
+
+    method: Literal["uniform"] = "uniform"
+    k_u: int | None = Field(None, ge=1)
+    """Rows (responses) per prompt: DART's README samples 40 correct responses per query, its
+    pipeline/curate.ipynb keeps 50. None only under difficulty's budget, which then picks the
+    largest k_u that fits (a k_u given with a budget caps that search)."""
+
+
+class Prop2Diff(Variant):
+    """DART's Prop2Diff: ``n_q = max(min_per_prompt, ceil(k_p * d_q / max d))``, the hardest
+    prompt getting k_p."""
+
+    method: Literal["prop2diff"] = "prop2diff"
+    k_p: int | None = Field(None, ge=1)
+    """The hardest prompt's count (the paper: about 192; no code default, so it is given). None
+    only under difficulty's budget, which then picks the largest k_p that fits (a k_p given with
+    a budget caps that search)."""
+    min_per_prompt: int = Field(1, ge=0)
+    """The fewest a prompt gets, however easy (DART: 1)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Prop2Diff:
+        if self.k_p is not None and self.min_per_prompt > self.k_p:
+            raise ValueError(f"min_per_prompt={self.min_per_prompt} is above k_p={self.k_p}")
+        return self
+
+
+class Histogram(Variant):
+    """Target shares of the budget per difficulty bin; within a bin every prompt gets the same
+    count, then single extra rows fill the bin up to its share."""
+
+    method: Literal["histogram"] = "histogram"
+    bins: list[float]
+    """Increasing difficulty edges in [0, 1], e.g. [0, 0.25, 0.5, 0.75, 1] (the last bin includes its right edge)."""
+    weights: list[float]
+    """The target share of the budget per bin (one per bin; normalised)."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> Histogram:
+        b, w = self.bins, self.weights
+        if len(b) < 2 or any(not 0 <= e <= 1 for e in b) or any(x >= y for x, y in pairwise(b)):
+            raise ValueError(f"bins must be at least two increasing edges in [0, 1] (got {b})")
+        if len(w) != len(b) - 1:
+            raise ValueError(f"weights needs one value per bin: {len(b) - 1} for {len(b)} bin edges (got {len(w)})")
+        if any(x < 0 for x in w) or sum(w) <= 0:
+            raise ValueError(f"weights must be non-negative and not all 0 (got {w})")
+        return self
+
+
+# DART-Math's two sampling strategies (rejection_sample's targets); difficulty adds the histogram.
+DartSampling = one_of(Uniform, Prop2Diff)
+
+
+class RowBudget(StageConfig):
+    rows: int = Field(ge=1)
+    """The most rows to keep."""
+
+
+class TokenBudget(StageConfig):
+    tokens: int = Field(ge=1)
+    """The most tokens to keep."""
+    token_column: str | None = None
+    """A numeric column with each row's token count; None = approx_tokens of the conversation (or text)."""
+
+
+def _budget_unit(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "tokens" if "tokens" in value else "rows" if "rows" in value else None
+    return "tokens" if isinstance(value, TokenBudget) else "rows" if isinstance(value, RowBudget) else None
+
+
+Budget = Annotated[
+    Annotated[RowBudget, Tag("rows")] | Annotated[TokenBudget, Tag("tokens")],
+    Discriminator(_budget_unit, custom_error_type="budget",
+                  custom_error_message="a mapping: {rows: N}, or {tokens: N} with an optional token_column"),
+]

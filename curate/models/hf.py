@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .windows import StartToken, Unit, scoring_units
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja", ".tiktoken", ".py")
 MAX_DEFAULT_WINDOW = 4096
+TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
 class TransformersLM(LM):
@@ -50,7 +52,8 @@ class TransformersLM(LM):
         limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or MAX_DEFAULT_WINDOW
         self.window = spec.max_length or min(int(limit), MAX_DEFAULT_WINDOW)
         tok = self.tokenizer
-        self._start = StartToken(tok)
+        with tokenizer_threads_off():
+            self._start = StartToken(tok)
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
     @classmethod
@@ -74,7 +77,8 @@ class TransformersLM(LM):
     def _logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[np.ndarray]:
         import torch
 
-        units = scoring_units(self.tokenizer, self._start, pairs, self.window, self.name)
+        with tokenizer_threads_off():
+            units = scoring_units(self.tokenizer, self._start, pairs, self.window, self.name)
         out = [np.zeros(0, dtype=np.float32) for _ in pairs]
         pieces: dict[int, list[tuple[int, np.ndarray]]] = {}
         for batch in self._batches(units):
@@ -89,8 +93,9 @@ class TransformersLM(LM):
         import torch
 
         tok = self.tokenizer
-        option_ids = tok(list(options), add_special_tokens=False).input_ids
-        enc = [self._start.prefix(ids, scoring=True) for ids in tok(list(contexts), add_special_tokens=False).input_ids]
+        with tokenizer_threads_off():
+            option_ids = tok(list(options), add_special_tokens=False).input_ids
+            enc = [self._start.prefix(ids, scoring=True) for ids in tok(list(contexts), add_special_tokens=False).input_ids]
         if any(len(ids) != 1 for ids in option_ids) or any(not e or len(e) >= self.window for e in enc):
             return super()._choose(contexts, options)
         columns = [ids[0] for ids in option_ids]
@@ -152,7 +157,8 @@ class TransformersLM(LM):
         tok = self.tokenizer
         # The same rule for raw and chat-rendered prompts: BOS in front when the tokenizer
         # adds one and the text does not already start with it (chat templates often do).
-        enc = [self._start.prefix(ids) for ids in tok(texts, add_special_tokens=False).input_ids]
+        with tokenizer_threads_off():
+            enc = [self._start.prefix(ids) for ids in tok(texts, add_special_tokens=False).input_ids]
         order = sorted(range(len(texts)), key=lambda i: -len(enc[i]))
         out: list[list[str]] = [[] for _ in texts]
         eos = _eos_ids(self.model, tok)
@@ -205,11 +211,9 @@ def _eos_ids(model: Any, tok: Any) -> list[int]:
 
 
 def _load(path: Path, spec: TransformersSpec) -> tuple[Any, Any, str]:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
     except ImportError as e:
         raise ModelError(f"the transformers backend needs torch and transformers: pip install 'curate[embed]' ({e})") from None
     device = spec.device
@@ -218,12 +222,12 @@ def _load(path: Path, spec: TransformersSpec) -> tuple[Any, Any, str]:
     dtype = spec.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
-    hf_logging.disable_progress_bar()
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=spec.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, trust_remote_code=spec.trust_remote_code, dtype=getattr(torch, dtype)
-        )
+        with quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=spec.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, local_files_only=True, trust_remote_code=spec.trust_remote_code, dtype=getattr(torch, dtype)
+            )
     except Exception as e:  # noqa: BLE001 - OSError, ValueError, unknown architectures: all mean "cannot load it"
         raise ModelError(f"cannot load the causal LM in {path}: {type(e).__name__}: {e}") from None
     return tok, model.to(device).eval(), device
@@ -243,19 +247,63 @@ def model_dir(spec: TransformersSpec, reporter: Any = None, store: Any = None, r
         if not (path / "config.json").is_file():
             raise ModelError(f"model '{spec.model}': {path} is not a Hugging Face model folder (no config.json)")
         return path.resolve()
-    if spec.model.startswith((".", "/", "~")) or spec.model.count("/") > 1:
-        raise ModelError(f"model folder {spec.model} does not exist")
+    return cached_snapshot(spec.model, spec.revision, spec.allow_download)
+
+
+def cached_snapshot(model: str, revision: str | None = None, allow_download: bool = False) -> Path:
+    """The local snapshot folder of hub id ``model`` (the local cache only, unless
+    ``allow_download``); what is neither a folder nor a hub id is an error."""
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelError(f"model folder {model} does not exist")
     try:
         from huggingface_hub import snapshot_download
 
-        where = snapshot_download(spec.model, revision=spec.revision, local_files_only=not spec.allow_download)
+        where = snapshot_download(model, revision=revision, local_files_only=not allow_download)
     except Exception as e:  # noqa: BLE001 - hub errors come in many classes; all mean "not available here"
         raise ModelError(
-            f"model '{spec.model}' is not a local folder and is not in the local Hugging Face cache; curate downloads "
+            f"model '{model}' is not a local folder and is not in the local Hugging Face cache; curate downloads "
             f"only when the recipe says allow_download: true. Fetch it once where there is network "
-            f"(`hf download {spec.model}`) or give a local folder. ({type(e).__name__})"
+            f"(`hf download {model}`) or give a local folder. ({type(e).__name__})"
         ) from None
     return Path(where)
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers draws a 'Loading weights' bar per load; curate draws its own progress.
+    The bar is switched off for the load only, and back on if it was on."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        was_on = hf_logging.is_progress_bar_enabled()
+    except (ImportError, AttributeError):  # a transformers without these: the bar is only cosmetic
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def tokenizer_threads_off() -> Iterator[None]:
+    """Our tokenizer calls, on the calling thread only. Once the Rust tokenizers library has
+    used its thread pool, every process forked afterwards (``StageContext.map`` forks its
+    workers) prints a warning and turns the pool off, and a fork while it runs can deadlock.
+    The library takes no argument for this, only the ``TOKENIZERS_PARALLELISM`` variable, which
+    it reads at each call: so the variable is set for the block and put back after, and the
+    user's own tokenizer calls keep whatever they had."""
+    before = os.environ.get(TOKENIZERS_PARALLELISM)
+    os.environ[TOKENIZERS_PARALLELISM] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TOKENIZERS_PARALLELISM, None)
+        else:
+            os.environ[TOKENIZERS_PARALLELISM] = before
 
 
 def dir_identity(path: Path, root: str | None = None) -> str:

@@ -1,73 +1,123 @@
-"""The named models of one run: built on first use, each with its call cache and counters."""
+"""The named models of one run: built on first use, each with its call cache and counters.
+
+The pool owns what it loads (language models and embedders alike) and frees it in
+``close()``; nothing is kept per process, so two pools never share weights behind the
+caller's back, and a run's end frees its memory."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import RecipeError
-from .base import LM
+from .base import LM, ModelError
 from .cache import CallCache
-from .config import ModelSpec, OpenAISpec, TransformersSpec, VLLMSpec, parse_spec
+from .config import (
+    BUILTIN_MODELS,
+    LM_SPECS,
+    ModelSpec,
+    OpenAISpec,
+    SentenceTransformersSpec,
+    TransformersSpec,
+    VLLMSpec,
+    model_ref_hint,
+    parse_spec,
+)
+from .embeddings import Embedder
+
+Built = LM | Embedder  # what a pool hands out
 
 
 class ModelPool:
-    """``ModelPool({"ref_lm": TransformersSpec(model="path")})``; stages call ``get(name)``.
-    A value may also be an ``LM`` object already built; it is used as it is.
+    """``ModelPool({"ref_lm": TransformersSpec(model="path")})``; stages call ``get(name)``
+    for a language model and ``embedder(name)`` for a sentence encoder. A value may also be
+    an ``LM`` or ``Embedder`` already built; it is used as it is (and its owner closes it).
+    The entries of ``BUILTIN_MODELS`` (``minilm``, the packaged all-MiniLM-L6-v2) are known
+    without being given; a given entry of the same name replaces one.
 
     Identities are computed without loading weights (content hashes of local files, the
     snapshot commit of a cached hub id), so a fully cached rerun never imports torch.
-    ``cache_root`` overrides ``$CURATE_CACHE``; ``cache=False`` turns call caching off."""
+    ``cache_root`` overrides ``$CURATE_CACHE``; ``cache=False`` turns call caching off.
+    ``with ModelPool(...) as pool:`` closes it at the end of the block."""
 
     def __init__(self, specs: Mapping[str, Any] | None = None, reporter: Any = None, store: Any = None,
                  cache_root: str | None = None, cache: bool = True):
         specs = dict(specs or {})
-        # An already-built model (an ``LM`` object, e.g. from a notebook) is used as it is.
-        self._models: dict[str, LM] = {n: s for n, s in specs.items() if isinstance(s, LM)}
-        self.specs: dict[str, Any] = {n: s if isinstance(s, LM) else parse_spec(s) for n, s in specs.items()}
+        # An already-built model (an ``LM`` or ``Embedder`` object, e.g. from a notebook) is used as it is.
+        self._given = {n for n, s in specs.items() if isinstance(s, (LM, Embedder))}
+        self._models: dict[str, Built] = {n: specs[n] for n in self._given}
+        self.specs: dict[str, Any] = {n: s if n in self._given else parse_spec(s) for n, s in specs.items()}
         self.reporter, self.store, self.cache_root, self.use_cache = reporter, store, cache_root, cache
-        self._identities: dict[str, str] = {n: lm.identity() for n, lm in self._models.items()}
+        self._identities: dict[str, str] = {n: m.identity() for n, m in self._models.items()}
 
     def __contains__(self, name: str) -> bool:
-        return name in self.specs
+        return name in self.specs or name in BUILTIN_MODELS
 
-    def spec(self, name: str) -> ModelSpec:
-        if name not in self.specs:
-            close = difflib.get_close_matches(name, list(self.specs), n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            known = ", ".join(self.specs) or "none"
-            raise RecipeError(f"no model named '{name}' (models defined: {known}){hint}")
-        return self.specs[name]
+    def __enter__(self) -> ModelPool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def spec(self, name: str, embedder: bool = False) -> Any:
+        """The spec (or given object) of ``name``: the pool's entry, else a built-in one."""
+        if name in self.specs:
+            return self.specs[name]
+        if name in BUILTIN_MODELS:
+            return BUILTIN_MODELS[name]
+        known = [*self.specs, *(n for n in BUILTIN_MODELS if n not in self.specs)]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = model_ref_hint(name, embedder) or (f"; did you mean '{close[0]}'?" if close else "")
+        raise RecipeError(f"no model named '{name}' (models defined: {', '.join(known)}){hint}")
 
     def identity(self, name: str) -> str:
         if name not in self._identities:
-            self._identities[name] = self._backend_class(self.spec(name)).spec_identity(
-                self.spec(name), self.reporter, self.store, self.cache_root)
+            spec = self.spec(name)
+            self._identities[name] = self._backend_class(spec).spec_identity(spec, self.reporter, self.store, self.cache_root)
         return self._identities[name]
 
     def get(self, name: str) -> LM:
+        """The language model ``name``, loaded on first use."""
+        model = self._build(name, embedder=False)
+        if not isinstance(model, LM):
+            raise ModelError(f"model '{name}' is a sentence_transformers embedder, not a language model; "
+                             "name a transformers, openai or vllm entry here")
+        return model
+
+    def embedder(self, name: str) -> Embedder:
+        """The sentence encoder ``name`` (its weights load on its first ``embed``)."""
+        model = self._build(name, embedder=True)
+        if not isinstance(model, Embedder):
+            raise ModelError(f"model '{name}' is a language model ({model.backend}), not an embedder; "
+                             "an embedder is a models: entry with backend: sentence_transformers")
+        return model
+
+    def _build(self, name: str, embedder: bool) -> Built:
         if name not in self._models:
-            spec = self.spec(name)
-            cache = CallCache.for_model(self.identity(name), self.cache_root) if self.use_cache else None
+            spec = self.spec(name, embedder)
+            identity = self.identity(name)
+            cache = CallCache.for_model(identity, self.cache_root) if self.use_cache and isinstance(spec, LM_SPECS) else None
             self._models[name] = self._backend_class(spec)(name, spec, cache=cache, reporter=self.reporter,
                                                             store=self.store, cache_root=self.cache_root)
         return self._models[name]
 
-    def used(self) -> dict[str, LM]:
+    def used(self) -> dict[str, Built]:
         """The models loaded so far (their ``stats`` say what they cost)."""
         return dict(self._models)
 
     def describe(self, name: str) -> dict[str, Any]:
         """What a manifest records of a model: its spec (never a secret) and identity."""
         spec = self.spec(name)
-        given = {"backend": spec.backend, "object": type(spec).__name__} if isinstance(spec, LM) else None
-        return {"spec": given or spec.model_dump(mode="json", exclude_defaults=True), "identity": self.identity(name)}
+        given = {"backend": spec.backend, "object": type(spec).__name__} if name in self._given else None
+        return {"spec": given or {"backend": spec.backend, **spec.model_dump(mode="json", exclude_defaults=True)},
+                "identity": self.identity(name)}
 
     def close(self) -> None:
-        for name, lm in list(self._models.items()):
-            if not isinstance(self.specs[name], LM):  # a model given as an object belongs to its owner
-                lm.close()
+        for name, model in list(self._models.items()):
+            if name not in self._given:  # a model given as an object belongs to its owner
+                model.close()
                 del self._models[name]
 
     @staticmethod
@@ -84,4 +134,17 @@ class ModelPool:
             from .vllm_offline import VllmLM
 
             return VllmLM
+        if isinstance(spec, SentenceTransformersSpec):
+            return Embedder
         raise TypeError(f"not a model spec: {spec!r}")
+
+
+@contextmanager
+def models_for(pool: ModelPool | None) -> Iterator[ModelPool]:
+    """The run's ``pool``; or, for a stage called on its own (``stage(table)``, no run and so
+    no pool), a pool of the built-in models for this call only, closed when it ends."""
+    if pool is not None:
+        yield pool
+        return
+    with ModelPool() as own:
+        yield own

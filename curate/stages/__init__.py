@@ -4,12 +4,13 @@ the docs are generated from it and from the config classes."""
 from __future__ import annotations
 
 from ..stage import Stage
-from .augment import Augment
 from .confidence import Confidence
+from .dart import RejectionSample
 from .decontaminate import Decontaminate
 from .dedup import ExactDedup
 from .difficulty import Difficulty
 from .heuristics import HeuristicFilter
+from .llm2llm import LLM2LLM
 from .minhash import MinhashDedup
 from .mix import Mix
 from .perplexity import IfdScore, PerplexityFilter
@@ -20,14 +21,18 @@ from .verify import Verify
 
 REGISTRY: dict[str, type[Stage]] = {
     cls.name: cls
-    for cls in (Augment, Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, MinhashDedup, Mix, PerplexityFilter,
-                Rectify, SelectTarget, SemanticDedup, Verify)
+    for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, LLM2LLM, MinhashDedup, Mix,
+                PerplexityFilter, Rectify, RejectionSample, SelectTarget, SemanticDedup, Verify)
 }
 
 # Stage names an earlier release used -> what replaced them (recipes get "renamed to ...").
-RENAMED: dict[str, str] = {}
+RENAMED: dict[str, str] = {
+    "augment": "two stages: 'rejection_sample' (augment's default method, DART-Math's rejection sampling; "
+               "sampling: {method: uniform, k_u: 40} replaces targets / per_prompt / max_per_prompt) or 'llm2llm' "
+               "(augment's method: llm2llm)",
+}
 
 __all__ = [
-    "REGISTRY", "RENAMED", "Augment", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "MinhashDedup", "Mix",
-    "PerplexityFilter", "Rectify", "SelectTarget", "SemanticDedup", "Verify",
+    "REGISTRY", "RENAMED", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "LLM2LLM",
+    "MinhashDedup", "Mix", "PerplexityFilter", "Rectify", "RejectionSample", "SelectTarget", "SemanticDedup", "Verify",
 ]

@@ -16,8 +16,9 @@ Answers from any Language Model", 2023).
     probability. Where both answers are extractable, two different final answers to the same
     question contradict each other, so ``s_i = r_i`` (an embedding would call "the answer is
     5" and "the answer is 7" near-identical). Otherwise ``s_i`` is the cosine similarity of
-    sentence embeddings, clipped to [0, 1] (``similarity: embedding``; no NLI model ships
-    offline), or absent (``similarity: none``).
+    sentence embeddings, clipped to [0, 1] (``similarity: embedding``, from the run's
+    ``embedder``, by default the built-in ``minilm``; no NLI model ships offline), or absent
+    (``similarity: none``).
 * **S, self-reflection certainty.** The model is asked a fixed multiple-choice question
   ("Is the proposed answer (A) Correct (B) Incorrect (C) I am not sure") and the
   probabilities of the option letters are read from its next-token distribution (never
@@ -33,13 +34,18 @@ two reflection prompts. Cleanlab TLM's presets take 4-8 consistency samples.
 
 Every sample and every option probability is cached by the models layer, so ``rectify``
 after ``confidence`` with the same settings asks the model nothing again.
+
+    models:
+      ref_lm: {backend: vllm, model: Qwen/Qwen2.5-1.5B-Instruct}
+    stages:
+      - confidence: {model: ref_lm, k: 5, similarity: embedding, embedder: minilm}
 """
 
 from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -49,6 +55,7 @@ from pydantic import Field
 from ..errors import StageError
 from ..models import embeddings
 from ..models.base import LM, Sampling, Track
+from ..models.config import DEFAULT_EMBEDDER
 from ..records import prompt_messages, prompt_of, response_of, shape_of
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
 from ..algorithms.answers import AnswerKind, Extracted, extract_answer, same_answer
@@ -89,8 +96,8 @@ class ConfidenceConfig(StageConfig):
     """Reflection prompts asked per response (BSDetector: 2); 0 leaves S out (C = O)."""
     similarity: Literal["embedding", "none"] = "embedding"
     """s_i where answers cannot be extracted: sentence-embedding cosine, or none (then o_i = r_i)."""
-    embedder: str = embeddings.DEFAULT_MODEL
-    """The sentence-transformers model for ``similarity: embedding`` (packaged MiniLM by default)."""
+    embedder: str = DEFAULT_EMBEDDER
+    """similarity: embedding: the sentence encoder, a models: entry with backend sentence_transformers (built-in: minilm)."""
     answer_kind: AnswerKind = "math"
     """How final answers are extracted and compared: math, number or text (see ``verify``)."""
 
@@ -119,10 +126,12 @@ def _normalised(text: str) -> str:
 
 
 class ConfidenceScorer:
-    """Computes O, S and C for responses under one model and one set of settings."""
+    """Computes O, S and C for responses under one model and one set of settings.
+    ``embedder`` returns the sentence encoder; it is called only when some pair needs it."""
 
-    def __init__(self, lm: LM, c: ConfidenceConfig, track: Track | None = None):
-        self.lm, self.c, self.track = lm, c, track
+    def __init__(self, lm: LM, c: ConfidenceConfig, track: Track | None = None,
+                 embedder: Callable[[], embeddings.Embedder] | None = None):
+        self.lm, self.c, self.track, self.embedder = lm, c, track, embedder
         self._answers: dict[str, Extracted | None] = {}
 
     def answer(self, text: str) -> Extracted | None:
@@ -149,8 +158,10 @@ class ConfidenceScorer:
                 r[p] = float(_normalised(a) == _normalised(b))
                 need.append(p)
         if need and self.c.similarity == "embedding":
+            if self.embedder is None:
+                raise StageError("confidence: similarity: embedding needs an embedder (ConfidenceScorer(embedder=...))")
             texts = list(dict.fromkeys(t for p in need for t in pairs[p]))
-            vecs = embeddings.embed(texts, self.c.embedder, normalize=True, track=self.track)
+            vecs = self.embedder().embed(texts, normalize=True, track=self.track)
             row = {t: i for i, t in enumerate(texts)}
             for p in need:
                 a, b = pairs[p]
@@ -203,19 +214,26 @@ def nullable(values: np.ndarray) -> pa.Array:
 
 class ConfidenceStage(Stage):
     """What the stages that measure confidence share: the model they call, and the embedder
-    (checked when the stage is built; its identity in the fingerprint) when it is used."""
+    (its packages checked when the stage is built; its identity in the fingerprint) when
+    ``similarity: embedding`` uses it."""
 
-    model_refs = ("model",)
+    version = "2"  # 2: the embedder is a models: entry, its identity among the step's models
+    model_refs = ("model", "embedder")
     config: ConfidenceConfig
 
     def __init__(self, config: Any = None, /, **overrides: Any):
         super().__init__(config, **overrides)
         if self.config.similarity == "embedding":
-            embeddings.require(self.name, self.config.embedder, faiss=False)
+            embeddings.require(self.name, faiss=False)
 
-    def dependencies(self, store: Any) -> list[str]:
+    def models_used(self) -> list[str]:
         c = self.config
-        return [embeddings.identity(c.embedder)] if c.similarity == "embedding" else []
+        return [c.model, *([c.embedder] if c.similarity == "embedding" else [])]
+
+    def scorer(self, ctx: StageContext) -> ConfidenceScorer:
+        """The scorer over the run's model and, loaded only if a pair needs it, its embedder."""
+        c = self.config
+        return ConfidenceScorer(ctx.model(c.model), c, ctx.reporter.track, lambda: ctx.models.embedder(c.embedder))
 
 
 class Confidence(ConfidenceStage):
@@ -227,7 +245,7 @@ class Confidence(ConfidenceStage):
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         rows = sft_rows(table, self.name)
-        scorer = ConfidenceScorer(ctx.model(self.config.model), self.config, ctx.reporter.track)
+        scorer = self.scorer(ctx)
         responses = [response_of(m) for m in rows]
         samples = scorer.samples([prompt_messages(m) for m in rows])
         o = scorer.consistency(responses, samples)

@@ -19,11 +19,13 @@ from ..stage import Stage, StageConfig, StageContext, StageOutput, split
 
 
 class ExactDedupConfig(StageConfig):
+    renamed = {"normalize_unicode": "'unicode_nfkc'"}  # one name with minhash_dedup's option
+
     field: str | None = None
     """Text to hash: text, prompt, response, conversation or a string column; None = response (SFT) or text."""
     lowercase: bool = True
     """Compare case-insensitively."""
-    normalize_unicode: bool = True
+    unicode_nfkc: bool = True
     """Apply Unicode NFKC normalisation before hashing (full-width letters, ligatures...)."""
     collapse_whitespace: bool = True
     """Treat any run of whitespace as one space and ignore leading/trailing whitespace."""
@@ -37,7 +39,7 @@ class ExactDedup(Stage):
 
     def normalize(self, text: str) -> str:
         c = self.config
-        if c.normalize_unicode:
+        if c.unicode_nfkc:
             text = unicodedata.normalize("NFKC", text)
         if c.lowercase:
             text = text.lower()

@@ -8,35 +8,53 @@ queries more responses. Both halves, on a pool of several responses (rows) per p
 1. **Difficulty** ``d_q`` in [0, 1] per prompt group (``group_by``: a column such as
    CHAMP's ``problem_id``; by default the prompt text), by ``estimate``:
 
-   * ``verified``: ``#false / (#true + #false)`` over the group's ``verified`` verdicts
-     (the ``verify`` stage); "unknown" verdicts do not count.
-   * ``samples`` (DART's way): ``k`` responses sampled per distinct prompt from the run's
-     model ``model``, each checked against the group's reference answer as ``verify``
-     checks (``kind``); ``d`` = the fail rate among the checkable samples (uncheckable ones
-     are left out). DART samples DeepSeekMath-7B-RL at temperature 1.6, top_p 0.95; our
-     default temperature is 1.0, safer for small models. DART counts truncated samples
-     wrong; the models layer returns no finish reasons yet, so they cannot be counted so.
-   * ``column``: the group mean of a numeric ``score_column`` (``ifd``, ``ppl``, a loss),
-     as a percentile rank among groups (ties share their mean rank), 1 = hardest.
+   * ``{method: verified}`` (the default; also written ``estimate: verified``):
+     ``#false / (#true + #false)`` over the group's ``verified`` verdicts (the ``verify``
+     stage); "unknown" verdicts do not count.
+   * ``{method: samples, model: M, k: 8}`` (DART's way): ``k`` responses sampled per
+     distinct prompt from the run's model ``M``, each checked against the group's reference
+     answer (``answer_column``) as ``verify`` checks (``kind``); ``d`` = the fail rate among
+     the checkable samples (uncheckable ones are left out). DART samples DeepSeekMath-7B-RL
+     at temperature 1.6, top_p 0.95, 2,048 tokens; our defaults are temperature 1.0 (safer
+     for small models) and 512 tokens. DART counts truncated samples wrong; the models
+     layer returns no finish reasons yet, so they cannot be counted so.
+   * ``{method: column, score_column: C}``: the group mean of a numeric column (``ifd``,
+     ``ppl``, a loss), as a percentile rank among groups (ties share their mean rank),
+     1 = hardest (``higher_is_harder: false`` for a pass rate).
 
    A group with no estimate (no checkable verdict or score) gets a null ``difficulty``;
    allocation treats it as the median of the others.
-2. **Allocation** of rows per prompt, ``sampling``:
+2. **Allocation** of rows per prompt, ``sampling`` (the strategies of
+   ``curate.algorithms.allocate``, shared with ``rejection_sample``; none: every row kept):
 
-   * ``uniform``: ``n_q = k_u`` (``per_prompt``; DART's ``pipeline/curate.ipynb``: 50).
-   * ``prop2diff``: ``n_q = max(min_per_prompt, ceil(k_p * d_q / max_q' d_q'))``, the
-     hardest prompt getting ``k_p`` (``max_per_prompt``; about 192 in the paper, no code
-     default, so it is a required setting unless a budget picks it). When every d is 0,
-     every prompt gets ``min_per_prompt``.
-   * ``histogram``: target shares ``weights`` of the ``budget`` per difficulty bin
-     (``bins`` edges; the last bin includes its right edge); within a bin every prompt gets
-     the same count, then single extra rows fill the bin up to its share.
+   * ``{method: uniform, k_u: 50}``: ``n_q = k_u`` (DART's ``pipeline/curate.ipynb``: 50).
+   * ``{method: prop2diff, k_p: 192}``: ``n_q = max(min_per_prompt, ceil(k_p * d_q /
+     max_q' d_q'))``, the hardest prompt getting ``k_p`` (about 192 in the paper, no code
+     default, so it is given unless a budget picks it); ``min_per_prompt`` is 1 as in DART.
+     When every d is 0, every prompt gets ``min_per_prompt``.
+   * ``{method: histogram, bins: [0, 0.5, 1], weights: [1, 3]}``: target shares
+     ``weights`` of the ``budget`` per difficulty bin (``bins`` edges; the last bin includes
+     its right edge); within a bin every prompt gets the same count, then single extra rows
+     fill the bin up to its share.
 
    ``n_q`` is capped at the rows the prompt has; within a prompt, rows verified "true" come
-   first, then the rest, each in a seeded random order. With a ``budget`` (rows, or tokens:
-   ``token_column`` or ``approx_tokens`` of the conversation), uniform and prop2diff take
-   the largest ``k_u`` / ``k_p`` whose selection fits (``per_prompt`` / ``max_per_prompt``,
-   when also given, cap it). Unchosen rows are rejected (``not_sampled``).
+   first, then the rest, each in a seeded random order. With a ``budget`` (``{rows: N}``, or
+   ``{tokens: N}``: ``token_column``, else ``approx_tokens`` of the conversation), uniform
+   and prop2diff take the largest ``k_u`` / ``k_p`` whose selection fits (a ``k_u`` /
+   ``k_p`` also given caps it; the stats say which was used). Unchosen rows are rejected
+   (``not_sampled``).
+
+Examples (a recipe's steps)::
+
+    - difficulty:                  # the math SFT chain: verify's verdicts, DART's Prop2Diff
+        group_by: problem_id
+        drop_incorrect: true
+        sampling: {method: prop2diff, k_p: 12}
+
+    - difficulty:                  # DART's own estimate: 8 samples per problem from the run's model
+        estimate: {method: samples, model: teacher, k: 8, temperature: 1.6}
+        sampling: {method: uniform}
+        budget: {tokens: 2000000}  # the largest k_u whose rows fit in 2M tokens
 
 DART keeps only correct responses; its fail rate needs the wrong ones, so this stage sees
 them and ``drop_incorrect`` rejects rows verified "false" (``wrong_answer``) after
@@ -50,8 +68,7 @@ import importlib.metadata
 import importlib.util
 import math
 from functools import partial
-from itertools import pairwise
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -63,97 +80,103 @@ from ..models.base import Sampling
 from ..records import prompt_messages, shape_of, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
 from ..algorithms import allocate
+from ..algorithms.allocate import Budget, Histogram, Prop2Diff, TokenBudget, Uniform, Variant, moved_into, one_of
 from ..algorithms.answers import MATH_VERIFY_MISSING, AnswerKind
 from ..algorithms.textstats import approx_token_counts
 from .verify import BATCH_ROWS, verify_batch
 
 
+class VerifiedEstimate(Variant):
+    """The fail rate of the rows' ``verified`` verdicts (the verify stage)."""
+
+    method: Literal["verified"] = "verified"
+
+
+class SampledEstimate(Variant):
+    """DART's way: the fail rate of k responses sampled per distinct prompt."""
+
+    method: Literal["samples"] = "samples"
+    model: str
+    """The run's model that samples responses (DART: DeepSeekMath-7B-RL)."""
+    k: int = Field(8, ge=1, le=1024)
+    """Responses sampled per prompt."""
+    temperature: float = Field(1.0, ge=0)
+    """Sampling temperature (DART: 1.6; 1.0 is safer for small models)."""
+    top_p: float = Field(0.95, gt=0, le=1)
+    """Nucleus sampling (DART: 0.95)."""
+    max_tokens: int = Field(512, ge=1)
+    """Longest sampled response, in tokens (DART: 2048)."""
+    answer_column: str = "answer"
+    """The column holding each prompt's reference answer."""
+    kind: AnswerKind = "math"
+    """How answers compare: math, number or text (see verify)."""
+
+
+class ColumnEstimate(Variant):
+    """The group mean of a numeric score column, as a percentile rank among groups."""
+
+    method: Literal["column"] = "column"
+    score_column: str
+    """The numeric column whose group mean ranks difficulty (ifd, ppl, a loss)."""
+    higher_is_harder: bool = True
+    """A higher score means a harder prompt (a loss, ifd); off for a pass rate."""
+
+
+Estimate = one_of(VerifiedEstimate, SampledEstimate, ColumnEstimate)
+# How many rows each prompt keeps; None keeps them all.
+Allocation = one_of(Uniform, Prop2Diff, Histogram, optional=True)
+
+
+SAMPLED = "estimate: {method: samples, model: teacher, k: 8}"
+
+
 class DifficultyConfig(StageConfig):
-    estimate: Literal["verified", "samples", "column"] = "verified"
-    """How d is measured: fail rate of the ``verified`` verdicts, of ``k`` samples from ``model``, or a score ``column``."""
+    estimate: Estimate = VerifiedEstimate()
+    """How d is measured: {method: verified} (the verify stage's verdicts), {method: samples, model: M, k: 8} (the
+    fail rate of k samples from the run's model M) or {method: column, score_column: C} (a score's rank)."""
     group_by: str | None = None
     """The column naming the prompt a row answers (e.g. problem_id); None = the prompt text."""
-    score_column: str | None = None
-    """estimate column: the numeric column whose group mean ranks difficulty."""
-    higher_is_harder: bool = True
-    """estimate column: a higher score means a harder prompt (a loss, ifd); off for a pass rate."""
-    model: str | None = None
-    """estimate samples: the run's model that samples responses (DART: DeepSeekMath-7B-RL)."""
-    k: int = Field(8, ge=1, le=1024)
-    """estimate samples: responses sampled per prompt."""
-    temperature: float = Field(1.0, ge=0)
-    """estimate samples: sampling temperature (DART: 1.6)."""
-    top_p: float = Field(0.95, gt=0, le=1)
-    """estimate samples: nucleus sampling (DART: 0.95)."""
-    max_tokens: int = Field(512, ge=1)
-    """estimate samples: longest sampled response, in tokens (DART: 2048)."""
-    answer_column: str = "answer"
-    """estimate samples: the column holding each prompt's reference answer."""
-    kind: AnswerKind = "math"
-    """estimate samples: how answers compare: math, number or text (see verify)."""
     drop_incorrect: bool = False
     """Reject rows verified false (reason wrong_answer) after difficulty is measured."""
-    sampling: Literal["none", "uniform", "prop2diff", "histogram"] = "none"
-    """How many rows each prompt keeps: all (none), k_u each, proportional to d, or shares per difficulty bin."""
-    per_prompt: int | None = Field(None, ge=1)
-    """uniform: k_u, rows per prompt (DART: 50); with a budget, the most the search may pick."""
-    max_per_prompt: int | None = Field(None, ge=1)
-    """prop2diff: k_p, the hardest prompt's rows (paper: ~192); with a budget, the most the search may pick."""
-    min_per_prompt: int = Field(1, ge=0)
-    """prop2diff: the fewest rows a prompt with rows keeps (DART: 1)."""
-    bins: list[float] | None = None
-    """histogram: increasing difficulty edges in [0, 1], e.g. [0, 0.25, 0.5, 0.75, 1]."""
-    weights: list[float] | None = None
-    """histogram: the target share of the budget per bin (one per bin; normalised)."""
-    budget: int | None = Field(None, ge=1)
-    """The most rows (or tokens) to keep: picks k_u / k_p, or sizes the histogram's bins."""
-    budget_unit: Literal["rows", "tokens"] = "rows"
-    """What the budget counts: rows, or tokens (token_column, else approx_tokens of the conversation)."""
-    token_column: str | None = None
-    """budget_unit tokens: a numeric column with each row's token count."""
+    sampling: Allocation = None
+    """How many rows each prompt keeps: {method: uniform, k_u: 50}, {method: prop2diff, k_p: 192}, {method: histogram,
+    bins: [...], weights: [...]} (with a budget); None keeps every row."""
+    budget: Budget | None = None
+    """The most to keep, {rows: N} or {tokens: N[, token_column: C]}: picks k_u / k_p, or sizes the histogram's bins."""
     order: Literal["input", "curriculum"] = "input"
     """Order of the kept rows: as they came, or easy to hard by difficulty (null last)."""
     seed: int = 0
     """Seed of the row choice within a prompt and of the sampling."""
 
+    renamed: ClassVar[dict[str, str]] = {
+        "score_column": moved_into("score_column", "estimate: {method: column, score_column: ifd}"),
+        "higher_is_harder": moved_into("higher_is_harder",
+                                       "estimate: {method: column, score_column: C, higher_is_harder: false}"),
+        **{key: moved_into(key, SAMPLED)
+           for key in ("model", "k", "temperature", "top_p", "max_tokens", "answer_column", "kind")},
+        "per_prompt": moved_into("k_u", "sampling: {method: uniform, k_u: 50}"),
+        "max_per_prompt": moved_into("k_p", "sampling: {method: prop2diff, k_p: 12}"),
+        "min_per_prompt": moved_into("min_per_prompt", "sampling: {method: prop2diff, k_p: 12, min_per_prompt: 1}"),
+        "bins": moved_into("bins", "sampling: {method: histogram, bins: [0, 0.5, 1], weights: [1, 1]}"),
+        "weights": moved_into("weights", "sampling: {method: histogram, bins: [0, 0.5, 1], weights: [1, 1]}"),
+        "budget_unit": "the key of budget (budget: {tokens: 100000} or budget: {rows: 5000})",
+        "token_column": moved_into("token_column", "budget: {tokens: 100000, token_column: n_tokens}"),
+    }
+
     @model_validator(mode="after")
     def _consistent(self) -> DifficultyConfig:
         s = self.sampling
-        only = (  # (fields, whether they mean something now, when they do)
-            (("score_column", "higher_is_harder"), self.estimate == "column", "estimate: column"),
-            (("model", "k", "temperature", "top_p", "max_tokens", "answer_column", "kind"),
-             self.estimate == "samples", "estimate: samples"),
-            (("per_prompt",), s == "uniform", "sampling: uniform"),
-            (("max_per_prompt", "min_per_prompt"), s == "prop2diff", "sampling: prop2diff"),
-            (("bins", "weights"), s == "histogram", "sampling: histogram"),
-            (("budget",), s != "none", "a sampling other than none"),
-            (("budget_unit",), self.budget is not None, "a budget"),
-            (("token_column",), self.budget_unit == "tokens", "budget_unit: tokens"),
-        )
-        for fields, ok, when in only:
-            for f in fields:
-                if f in self.model_fields_set and not ok:
-                    raise ValueError(f"{f} is only used with {when}")
-        if self.estimate == "column" and self.score_column is None:
-            raise ValueError("estimate: column needs score_column (the numeric column that ranks difficulty)")
-        if self.estimate == "samples" and self.model is None:
-            raise ValueError("estimate: samples needs model (the run's model that samples responses)")
-        if s == "uniform" and self.per_prompt is None and self.budget is None:
-            raise ValueError("sampling: uniform needs per_prompt (k_u; DART: 50) or a budget")
-        if s == "prop2diff" and self.max_per_prompt is None and self.budget is None:
-            raise ValueError("sampling: prop2diff needs max_per_prompt (k_p; the paper gives no default, ~192) or a budget")
-        if s == "prop2diff" and self.max_per_prompt is not None and self.min_per_prompt > self.max_per_prompt:
-            raise ValueError(f"min_per_prompt={self.min_per_prompt} is above max_per_prompt={self.max_per_prompt}")
-        if s == "histogram":
-            if self.bins is None or self.weights is None or self.budget is None:
-                raise ValueError("sampling: histogram needs bins, weights and budget")
-            b = self.bins
-            if len(b) < 2 or any(not 0 <= e <= 1 for e in b) or any(x >= y for x, y in pairwise(b)):
-                raise ValueError(f"bins must be at least two increasing edges in [0, 1] (got {b})")
-            if len(self.weights) != len(b) - 1:
-                raise ValueError(f"weights needs one value per bin: {len(b) - 1} for {len(b)} bins edges (got {len(self.weights)})")
-            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
-                raise ValueError(f"weights must be non-negative and not all 0 (got {self.weights})")
+        if s is None:
+            if self.budget is not None:
+                raise ValueError("budget needs a sampling (uniform, prop2diff or histogram): it says which rows the "
+                                 "budget keeps")
+            return self
+        if s.method == "uniform" and s.k_u is None and self.budget is None:
+            raise ValueError("sampling: uniform needs k_u (DART: 50) or a budget")
+        if s.method == "prop2diff" and s.k_p is None and self.budget is None:
+            raise ValueError("sampling: prop2diff needs k_p (the paper gives no default, ~192) or a budget")
+        if s.method == "histogram" and self.budget is None:
+            raise ValueError("sampling: histogram needs a budget (its weights are shares of it)")
         return self
 
 
@@ -162,39 +185,45 @@ class Difficulty(Stage):
     DART-Math's difficulty-aware choice of rows per prompt (uniform, prop2diff, histogram)."""
 
     name = "difficulty"
-    version = "1"
+    version = "2"  # 2: estimate, sampling and budget became tagged sub-configs
     Config = DifficultyConfig
     config: DifficultyConfig
-    model_refs = ("model",)
 
     def __init__(self, config: Any = None, /, **overrides: Any):
         super().__init__(config, **overrides)
-        c = self.config
-        if c.estimate == "samples" and c.kind == "math" and importlib.util.find_spec("math_verify") is None:
+        e = self.config.estimate
+        if e.method == "samples" and e.kind == "math" and importlib.util.find_spec("math_verify") is None:
             raise StageError(MATH_VERIFY_MISSING)
+
+    def models_used(self) -> list[str]:
+        """The sampling model of ``estimate: {method: samples, model: M}`` (a sub-config's field,
+        which ``model_refs`` cannot name)."""
+        e = self.config.estimate
+        return [e.model] if e.method == "samples" else []
 
     def dependencies(self, store: Any) -> list[str]:
         """math-verify's version when it grades samples: a new one can change difficulties."""
-        c = self.config
-        if c.estimate == "samples" and c.kind == "math":
+        e = self.config.estimate
+        if e.method == "samples" and e.kind == "math":
             return [f"math-verify=={importlib.metadata.version('math-verify')}"]
         return []
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         c = self.config
+        method = c.estimate.method
         n = table.num_rows
         gid, n_groups = self._groups(table)
         stats: dict[str, int | float] = {}
         has_verified = "verified" in table.column_names
-        if not has_verified and (c.estimate == "verified" or c.drop_incorrect):
-            raise StageError(f"difficulty: {'estimate: verified' if c.estimate == 'verified' else 'drop_incorrect'} "
+        if not has_verified and (method == "verified" or c.drop_incorrect):
+            raise StageError(f"difficulty: {'estimate: verified' if method == 'verified' else 'drop_incorrect'} "
                              "needs the 'verified' column: run the verify stage first"
-                             + (" (or pick estimate: samples or column)" if c.estimate == "verified" else ""))
+                             + (" (or pick estimate: samples or column)" if method == "verified" else ""))
         is_true, is_false = (_equals(table.column("verified"), v) if has_verified else np.zeros(n, dtype=bool)
                              for v in ("true", "false"))
-        if c.estimate == "verified":
+        if method == "verified":
             d = _fail_rate(gid, n_groups, is_true, is_false)
-        elif c.estimate == "samples":
+        elif method == "samples":
             d = self._sampled(table, gid, n_groups, ctx, stats)
         else:
             d = self._ranked(table, gid, n_groups)
@@ -206,12 +235,12 @@ class Difficulty(Stage):
         alloc = np.where(known, d, median)
         wrong = is_false & c.drop_incorrect
         chosen, quota, avail = np.ones(n, dtype=bool), None, None
-        if c.sampling != "none":
-            if c.sampling != "uniform" and n and not known.any():
-                raise StageError(f"difficulty: no prompt has a difficulty estimate, so sampling: {c.sampling} "
+        if c.sampling is not None:
+            if c.sampling.method != "uniform" and n and not known.any():
+                raise StageError(f"difficulty: no prompt has a difficulty estimate, so sampling: {c.sampling.method} "
                                  "cannot allocate rows (check the verified / score column)")
             rank, avail = allocate.choice_ranks(gid, n_groups, is_true, wrong, c.seed)
-            cost = np.ones(n) if c.budget_unit == "rows" else self._tokens(table, ctx)
+            cost = self._tokens(table, ctx) if isinstance(c.budget, TokenBudget) else np.ones(n)
             quota = self._quota(alloc, rank, gid, avail, cost, ctx, stats)
             chosen = rank < quota[gid]
         keep = chosen & ~wrong
@@ -236,7 +265,8 @@ class Difficulty(Stage):
         stats = {"prompts": n_groups, "prompts_unknown": unknown, **stats,
                  **({"difficulty_mean": float(d[known].mean())} if known.any() else {})}
         as_median = f" (allocated as the median, {median:.3f})" if unknown and quota is not None and known.any() else ""
-        ctx.reporter.log(f"difficulty ({c.estimate}, sampling {c.sampling}): {n_groups:,} prompts, {unknown:,} without "
+        ctx.reporter.log(f"difficulty ({method}, sampling {c.sampling.method if c.sampling else 'none'}): {n_groups:,} "
+                         f"prompts, {unknown:,} without "
                          f"an estimate{as_median}; kept {int(keep.sum()):,} of {n:,} rows ({int(wrong.sum()):,} "
                          f"wrong, {int((~chosen & ~wrong).sum()):,} not sampled)")
         return StageOutput(kept, out.rejected).with_stats(stats)
@@ -261,7 +291,7 @@ class Difficulty(Stage):
 
     def _sampled(self, table: pa.Table, gid: np.ndarray, n_groups: int, ctx: StageContext, stats: dict) -> np.ndarray:
         """DART's fail rate: k samples per prompt that has a reference, graded as ``verify`` grades."""
-        c = self.config
+        c, seed = self.config.estimate, self.config.seed
         first = np.unique(gid, return_index=True)[1]  # each group's first row
         refs: list[str | None] = [None] * n_groups  # the group's first non-empty reference
         for g, ref in zip(gid.tolist(), _column(table, c.answer_column, "answer_column").to_pylist()):
@@ -274,7 +304,7 @@ class Difficulty(Stage):
         else:
             prompt = table.column("prompt")
             prompts = [[{"role": "user", "content": prompt[int(first[g])].as_py() or ""}] for g in todo]
-        sampling = Sampling(n=c.k, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, seed=c.seed)
+        sampling = Sampling(n=c.k, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, seed=seed)
         drawn = ctx.model(c.model).generate(prompts, sampling, track=ctx.reporter.track,
                                            description=f"sampling {c.k} responses per prompt")
         pairs = [(y, refs[g]) for g, ys in zip(todo, drawn) for y in ys]
@@ -286,7 +316,7 @@ class Difficulty(Stage):
 
     def _ranked(self, table: pa.Table, gid: np.ndarray, n_groups: int) -> np.ndarray:
         """The percentile rank in [0, 1] of each group's mean score (ties share the mean rank)."""
-        c = self.config
+        c = self.config.estimate
         x = _numbers(table, c.score_column, "score_column")
         ok = ~np.isnan(x)
         total = np.bincount(gid[ok], weights=x[ok], minlength=n_groups)
@@ -303,30 +333,33 @@ class Difficulty(Stage):
 
     # -- allocation -----------------------------------------------------------------------
     def _tokens(self, table: pa.Table, ctx: StageContext) -> np.ndarray:
-        c = self.config
-        if c.token_column is None:
+        column = self.config.budget.token_column
+        if column is None:
             field = "conversation" if shape_of(table) == "sft" else "text"
             return np.array(ctx.map_batches(approx_token_counts, texts(table, field), 10_000, "counting tokens"), dtype=np.float64)
-        x = _numbers(table, c.token_column, "token_column")
+        x = _numbers(table, column, "budget.token_column")
         if np.isnan(x).any():
-            raise StageError(f"difficulty: token_column '{c.token_column}' has {int(np.isnan(x).sum()):,} rows without a count")
+            raise StageError(f"difficulty: budget.token_column '{column}' has {int(np.isnan(x).sum()):,} rows without a count")
         return x
 
     def _quota(self, d: np.ndarray, rank: np.ndarray, gid: np.ndarray, avail: np.ndarray, cost: np.ndarray,
                ctx: StageContext, stats: dict) -> np.ndarray:
         """Rows each prompt keeps (capped at what it has)."""
-        c = self.config
-        if c.sampling == "histogram":
-            quota, per_bin, short = allocate.histogram_quota(d, rank, gid, avail, cost, c.bins, c.weights, c.budget,
-                                                             c.budget_unit == "rows", c.seed)
+        c, s = self.config, self.config.sampling
+        unit = "tokens" if isinstance(c.budget, TokenBudget) else "rows"
+        size = None if c.budget is None else getattr(c.budget, unit)
+        if s.method == "histogram":
+            quota, per_bin, short = allocate.histogram_quota(d, rank, gid, avail, cost, s.bins, s.weights, size,
+                                                             unit == "rows", c.seed)
             stats.update(per_bin)
             if short:
                 warn(f"difficulty: these bins hold less than their share of the budget: {', '.join(short)}")
             return quota
-        key = "per_prompt" if c.sampling == "uniform" else "max_per_prompt"
-        quota, k = allocate.budgeted_quota(c.sampling, d, rank, gid, avail, cost, getattr(c, key), c.min_per_prompt,
-                                           c.budget, c.budget_unit)
-        stats[key] = k
+        if s.method == "uniform":
+            quota, stats["k_u"] = allocate.budgeted_quota("uniform", d, rank, gid, avail, cost, s.k_u, 1, size, unit)
+        else:
+            quota, stats["k_p"] = allocate.budgeted_quota("prop2diff", d, rank, gid, avail, cost, s.k_p,
+                                                          s.min_per_prompt, size, unit)
         return quota
 
 

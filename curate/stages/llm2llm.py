@@ -1,33 +1,31 @@
 """LLM2LLM: iterative, targeted teacher augmentation (Lee et al., "LLM2LLM: Boosting LLMs with
 Novel Iterative Data Enhancement", ACL Findings 2024; code SqueezeAILab/LLM2LLM, GSM8K). The
-loop behind ``augment``'s ``method: llm2llm``; no stage here.
+stage ``llm2llm``.
 
 Fine-tune a student on a small seed set, find the seed examples it still gets wrong, and
-have a teacher write new examples like them; retrain on the grown set and repeat.
+have a teacher write new examples like them; retrain on the grown set and repeat. The input
+rows are all kept; the new problems are added (``curate.stages.augment``). The teacher's
+prompt text, the item parser and ROUGE-L are in ``curate.algorithms.llm2llm_text``.
 
 1. **D_0** = the input rows. The *seed questions* are the distinct prompts with a reference
-   answer (``answer_column``; ``group_by`` as in rejection sampling).
+   answer (``answer_column``; ``group_by`` as in ``rejection_sample``).
 2. **Round i** (``i = 0 .. rounds-1``): fine-tune the ``student`` **from its base weights**
    on D_i (``curate.train.run_sft`` with ``TrainConfig(model=student, **student_train)``),
    then have it answer every seed question greedily (``student_max_tokens``), given the
    prompt turns it was trained with. An answer is graded as ``verify`` grades (``kind``);
    a seed is *wrong* unless the verdict is "true" -- "unknown" (no final answer found)
    counts as wrong, as the paper's filter counts an answer without "#### N".
-3. **Teacher**: one request per wrong seed: LLM2LLM's system prompt (adapted to
-   competition math: the solution shows its work and ends with the final answer, a number
-   or closed-form expression without units), its worked few-shot exchange, and a user turn
-   with the seed question and its answer key (the seed's solution + "#### reference"),
-   asking for ``min(per_seed + attempt, 10)`` similar problems in the fixed format
+3. **Teacher**: one request per wrong seed (``llm2llm_text.request``): LLM2LLM's system
+   prompt adapted to competition math, its worked few-shot exchange, and the seed question
+   with its answer key (the seed's solution + "#### reference"), asking for
+   ``min(per_seed + attempt, 10)`` similar problems in the fixed format
    ``1. Question: ... Answer: ... #### N``. Odd retries show the problems already kept for
    that seed and ask for different ones (as ``generate_data.py`` does).
-4. **Filter**: the items are parsed (``parse_items``: split on "N. Question:", then the first
-   "Answer:" and the last "####"; an item missing one, or with an empty question, solution
-   or final answer, is *unparseable*, and so is a response with no numbered item). An item
-   whose question has ROUGE-L F1 (``rouge_l``: LCS over lower-cased alphanumeric tokens,
-   as ``rouge_score`` tokenises without stemming) > ``rouge_threshold`` with **any**
-   question so far -- the input's and every kept generated one, including those kept
-   earlier in the same round -- is a *near-copy* and dropped; a dropped item does not join
-   that pool (as in the paper). Items beyond a seed's ``per_seed`` in one response are
+4. **Filter**: the items are parsed (``parse_items``; an unreadable item is *unparseable*).
+   An item whose question has ROUGE-L F1 > ``rouge_threshold`` with **any** question so far
+   -- the input's and every kept generated one, including those kept earlier in the same
+   round -- is a *near-copy* and dropped; a dropped item does not join that pool (as in the
+   paper). Items beyond a seed's ``per_seed`` in one response are
    dropped (``surplus``). While a seed has fewer than ``per_seed`` kept items it is asked
    again, up to ``max_retries`` more times.
 5. **D_{i+1}** = D_i + the kept items as SFT rows: the seed's system turns, the new
@@ -55,17 +53,14 @@ first 9; this stage's output is data, trained on by the recipe's ``train:`` sect
   problems are shown in their order (the paper shuffles them), and each (round, attempt)
   samples with its own seed, ``seed + i * (max_retries + 1) + attempt``, so the call cache
   never hands a retry the answer of an earlier request.
-* The paper drops the last item of a response cut off by the length limit; the models layer
-  gives no finish reasons, so a cut-off item is dropped only when it lacks its "####" line
-  (unparseable). The paper's other post-filters (items starting with punctuation or a
-  non-ASCII character, "Write a program") are not applied.
+* The items are read as ``llm2llm_text`` says (where its parser differs from the paper's).
 * *Stopping*: the paper always runs all its steps. When the student gets every seed right,
   no row is added, so every later round would retrain on the same data and find the same
   (training on CPU is deterministic); the loop stops there (``stopped_all_right: 1``).
 * The student fine-tunes with ``TrainConfig``'s defaults where the paper names nothing we
   follow (LoRA; the paper trains every weight: ``student_train: {method: full}``).
 * *Budgets* (ours): ``max_calls`` caps the teacher requests and ``max_tokens_budget`` their
-  approximate tokens (``dart.Budget``: prompt + response per request, ``max_tokens`` held
+  approximate tokens (``augment.Budget``: prompt + response per request, ``max_tokens`` held
   back for each response not seen yet); the student's answers are not teacher spend. When
   the budget cannot pay for another request the loop stops after keeping what it has: a
   valid version, with ``budget_exhausted: 1``. A round is not trained when the budget could
@@ -80,6 +75,15 @@ from the checkpoints or reuses the verdicts (the teacher's answers come from the
 and a round whose data did not change reuses the verdicts of the one before; the stage
 removes its folders when it finishes.
 
+Example (a recipe's step)::
+
+    - llm2llm:                     # 3 rounds, 1 new problem per missed seed question
+        model: teacher             # writes the new problems (the paper: gpt-3.5-turbo)
+        student: student           # a transformers model of models:, fine-tuned each round
+        student_train: {method: full, epochs: 3, learning_rate: 2.0e-5}
+        rounds: 3
+        max_calls: 2000            # teacher requests; the student's answers are not counted
+
 Stats: ``seeds``, ``rounds``, totals ``wrong``, ``generated``, ``near_copies``,
 ``unparseable``, ``surplus``, ``seeds_short`` (requests for a wrong seed that ended below
 ``per_seed``), ``teacher_calls``, ``tokens``, ``budget_exhausted``, ``stopped_all_right``;
@@ -90,98 +94,49 @@ per round ``student_accuracy:r1`` (fraction of the seeds answered right), ``wron
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import re
 import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field, ValidationError, field_validator
 
+from ..algorithms.llm2llm_text import MAX_ITEMS, Item, QuestionPool, parse_items, request
+from ..algorithms.textstats import approx_tokens
 from ..errors import StageError
 from ..fingerprint import hash_parts
 from ..models.base import Sampling
 from ..records import prompt_of, response_of
-from ..stage import StageContext, StageOutput, split
-from .dart import (
+from ..stage import StageContext, StageOutput, validation_problems
+from .augment import (
     Budget,
     Query,
+    TeacherConfig,
+    TeacherStage,
     build_rows,
     find_queries,
     fresh_id,
+    no_rejects,
     row_ids,
+    teacher_budget,
     with_added_columns,
 )
-from ..algorithms.textstats import approx_tokens
 from .verify import BATCH_ROWS, verify_batch
 
 if TYPE_CHECKING:
     from ..train.config import TrainConfig
-    from .augment import AugmentConfig
 
-# The teacher's sampling where augment's temperature / top_p / max_tokens are not set
-# (generate_data.py: temperature 1.0, top_p 1.0, max_tokens 2149).
-TEACHER_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 2149}
+NAME = "llm2llm"
 # The student's training settings under student_train (templates_gsm.py).
 STUDENT_TRAIN = {"lr_scheduler": "cosine", "warmup_ratio": 0.03, "max_length": 1024}
-MAX_ITEMS = 10  # the most problems one request asks for: min(per_seed + attempt, 10)
 ROUND_VERSION = "1"  # bump when a round folder's content starts meaning something else
-
-# GSM8K/prompt_gsm.txt, adapted to competition math.
-SYSTEM_PROMPT = """\
-You are an educational A.I. whose purpose is to take math problems that students get wrong and generate new problems \
-to help them practice their mathematical skills. Your goal is to generate a set of new math problems that reflect the \
-different skills and techniques found in the example problem.
-
-Here are the requirements:
-1. A language model should be able to solve the problem in writing. For example, do not ask for a picture, a diagram, \
-audio or any action.
-2. The math problem should be in English.
-3. The solution should show the reasoning and calculations step by step and end with the final answer.
-4. The final answer should be a number or a closed-form expression (such as 12, -0.5, 3/4, 2\\sqrt{3} or n(n+1)/2), \
-without units or words.
-5. Don't make any mathematical mistakes of your own!
-6. Try not to copy too much information from the original problem. Replace names, numbers and settings so that we can \
-test the student's understanding, rather than their ability to memorize previous test questions.
-
-Always return your problems in the form:
-1. Question: [QUESTION]
-Answer: [SOLUTION]
-#### [FINAL ANSWER]"""
-
-REQUEST = """\
-The student was given the following question:
-
-{question}
-
-The answer key has this as the rationale and answer:
-
-{key}
-
-Please generate {n} similar question{s}, along with the correct calculations and rationale."""
-
-EXAMPLE_REQUEST = REQUEST.format(
-    question="How many positive divisors does 36 have?",
-    key="Since 36 = 2^2 * 3^2, a divisor is 2^a * 3^b with 0 <= a <= 2 and 0 <= b <= 2, so there are "
-        "(2 + 1)(2 + 1) = 9 of them.\n#### 9", n=1, s="")
-EXAMPLE_RESPONSE = """\
-Sure, here is a new problem that practises the same skill, with the correct calculations and rationale:
-
-1. Question: How many positive divisors does 200 have?
-Answer: Since 200 = 2^3 * 5^2, a divisor is 2^a * 5^b with 0 <= a <= 3 and 0 <= b <= 2. There are 3 + 1 = 4 choices \
-for a and 2 + 1 = 3 choices for b, so 200 has 4 * 3 = 12 positive divisors.
-#### 12"""
-
-SHOWN = "Here are {n} similar problems based on the given one, along with the correct calculations and rationale:\n"
-MORE = "Now generate {n} more questions different from the ones you just generated, along with the correct calculations and rationale."
-
-ITEM = re.compile(r"\d{1,2}\.\s+Question:")  # generate_data.py's item header
-WORD = re.compile(r"[a-z0-9]+")  # rouge_score's tokens (no stemming)
 
 
 def student_train_config(student: str, overrides: dict[str, Any]) -> TrainConfig:
@@ -191,88 +146,67 @@ def student_train_config(student: str, overrides: dict[str, Any]) -> TrainConfig
     return TrainConfig(model=student, **{**STUDENT_TRAIN, **overrides})
 
 
-# -- ROUGE-L and the items of a teacher response -------------------------------------------
-def rouge_tokens(text: str) -> list[str]:
-    return WORD.findall(text.lower())
+class LLM2LLMConfig(TeacherConfig):
+    # generate_data.py: temperature 1.0, top_p 1.0, max_tokens 2149
+    teacher_defaults: ClassVar[dict[str, float | int]] = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 2149}
+
+    student: str
+    """The run's model fine-tuned from its base weights each round (a transformers entry of models:); the seed
+    questions it gets wrong go to the teacher."""
+    student_train: dict[str, Any] = Field(default_factory=dict)
+    """How the student is fine-tuned each round: fields of the train: section (curate.train.TrainConfig) except model,
+    over LLM2LLM's lr_scheduler cosine, warmup_ratio 0.03 and max_length 1024 (the rest: TrainConfig's defaults, e.g.
+    method lora; the paper trains every weight, method: full)."""
+    rounds: int = Field(9, ge=1)
+    """Train / evaluate / augment rounds. The paper's 10 steps train 10 times and augment after the first 9; the
+    recipe's train: section is the 10th training."""
+    per_seed: int = Field(1, ge=1)
+    """New problems kept per wrong seed question per round (the paper's instructions_per_seed_task: 1)."""
+    max_retries: int = Field(4, ge=0)
+    """More teacher requests for a wrong seed question while it has fewer than per_seed new problems (near-copies,
+    unreadable items); the paper retries without limit. Round i, attempt a samples with seed + i * (max_retries + 1) + a."""
+    rouge_threshold: float = Field(0.95, ge=0, le=1)
+    """A new question whose ROUGE-L F1 with any question so far (seed or generated) exceeds this is dropped."""
+    student_max_tokens: int = Field(1024, ge=1)
+    """Longest student answer (greedy) when it is checked on the seed questions."""
+
+    renamed: ClassVar[dict[str, str]] = {
+        "method": "a stage of its own: llm2llm (method: llm2llm) or rejection_sample (method: rejection_sampling); "
+                  "drop method:",
+    }
+
+    @field_validator("student_train")
+    @classmethod
+    def _train_settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "model" in v:
+            raise ValueError("model is not set here: the student is the model the `student` field names")
+        try:
+            student_train_config("student", v)
+        except ValidationError as e:
+            from ..train.config import TrainConfig
+
+            problems = validation_problems(e, TrainConfig)
+            raise ValueError("; ".join(f"{'.'.join(str(p) for p in loc)}: {msg}" for loc, msg in problems)) from None
+        return v
 
 
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """The length of the longest common subsequence of two token lists."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
+class LLM2LLM(TeacherStage):
+    """Add teacher-written problems like the seed questions a student gets wrong, round after
+    round (LLM2LLM); the input rows are all kept."""
 
+    name = NAME
+    version = "2"  # 2: augment's method llm2llm, as its own stage
+    Config = LLM2LLMConfig
+    config: LLM2LLMConfig
+    model_refs = ("model", "student")
 
-def rouge_l(a: list[str], b: list[str]) -> float:
-    """ROUGE-L F1 of two token lists: 2 * LCS / (|a| + |b|) (precision LCS/|a|, recall LCS/|b|)."""
-    return 2 * lcs_length(a, b) / (len(a) + len(b)) if a and b else 0.0
+    def __init__(self, config: Any = None, /, **overrides: Any):
+        super().__init__(config, **overrides)
+        if importlib.util.find_spec("trl") is None:
+            raise StageError("llm2llm fine-tunes its student every round and needs TRL: pip install 'curate[train]'")
 
-
-class QuestionPool:
-    """Every question so far, tokenised; tells whether a new one is a near-copy of any."""
-
-    def __init__(self, texts: list[str]):
-        self.tokens: list[list[str]] = []
-        self.bags: list[Counter] = []
-        for t in texts:
-            self.add(t)
-
-    def add(self, text: str) -> None:
-        tokens = rouge_tokens(text)
-        self.tokens.append(tokens)
-        self.bags.append(Counter(tokens))
-
-    def near_copy(self, text: str, threshold: float) -> bool:
-        """ROUGE-L F1 > ``threshold`` with some question of the pool. The LCS is computed only
-        where the lengths and the shared tokens (both bound it) allow the threshold."""
-        tokens = rouge_tokens(text)
-        bag, n = Counter(tokens), len(tokens)
-        for other, other_bag in zip(self.tokens, self.bags):
-            m = len(other)
-            if not n or not m or 2 * min(n, m) / (n + m) <= threshold:
-                continue
-            if 2 * sum((bag & other_bag).values()) / (n + m) <= threshold:
-                continue
-            if rouge_l(tokens, other) > threshold:
-                return True
-        return False
-
-
-@dataclass(frozen=True)
-class Item:
-    question: str
-    solution: str  # the worked solution, without the final "#### N"
-    answer: str  # N
-
-    def response(self) -> str:
-        return f"{self.solution}\n#### {self.answer}"
-
-    def shown(self, k: int) -> str:
-        return f"{k}. Question: {self.question}\nAnswer: {self.response()}\n"
-
-
-def parse_items(text: str) -> tuple[list[Item], int]:
-    """The numbered items of a teacher response, and how many could not be read (a response
-    with no "N. Question:" at all counts as one)."""
-    pieces = ITEM.split(text or "")
-    if len(pieces) < 2:
-        return [], 1
-    items, bad = [], 0
-    for piece in pieces[1:]:
-        question, answer_mark, rest = piece.partition("Answer:")
-        solution, hashes, tail = rest.rpartition("####")
-        final = tail.strip().split("\n", 1)[0].strip().rstrip(".").strip()
-        if not (answer_mark and hashes and question.strip() and solution.strip() and final):
-            bad += 1
-            continue
-        items.append(Item(question.strip(), solution.strip(), final))
-    return items, bad
+    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+        return run_rounds(table, ctx, self.config)
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -287,16 +221,16 @@ class Seed:
     system: list[dict] = field(default_factory=list)  # the seed's system turns, carried into its new rows
 
 
-def augment(table: pa.Table, ctx: StageContext, c: AugmentConfig) -> StageOutput:
+def run_rounds(table: pa.Table, ctx: StageContext, c: LLM2LLMConfig) -> StageOutput:
     """Every input row, plus the problems the teacher wrote for the seed questions the student
     got wrong, round after round (see the module doc); ``added`` counts the new rows."""
     if "messages" not in table.column_names:
-        raise StageError(f"augment: method llm2llm fine-tunes the student on the rows, so they must be SFT rows (a "
+        raise StageError(f"{NAME} fine-tunes the student on the rows, so they must be SFT rows (a "
                          f"'messages' column ending in a reference solution); columns are {', '.join(table.column_names)}")
     seeds = find_seeds(table, c)
     teacher = ctx.model(c.model)
     if ctx.models is None or not hasattr(ctx.models, "spec") or c.student not in ctx.models:
-        raise StageError(f"augment: student '{c.student}' is not one of the run's models; name a transformers entry "
+        raise StageError(f"{NAME}: student '{c.student}' is not one of the run's models; name a transformers entry "
                          "of models: (its weights are fine-tuned every round)")
     from ..train.artifacts import resolve_base
 
@@ -304,14 +238,14 @@ def augment(table: pa.Table, ctx: StageContext, c: AugmentConfig) -> StageOutput
     train = student_train_config(c.student, c.student_train)
     messages = table.column("messages").to_pylist()
     pool = QuestionPool([prompt_of(ms or []) for ms in messages])  # every input question, seed or not
-    budget = Budget(c.max_calls, c.max_tokens_budget, c.teacher("max_tokens"))
+    budget = teacher_budget(c)
     data = with_added_columns(table)
     answer_type = data.schema.field(c.answer_column).type
     if not (pa.types.is_string(answer_type) or pa.types.is_large_string(answer_type)):  # new rows hold answer text
         data = data.set_column(data.column_names.index(c.answer_column), c.answer_column,
                                pc.cast(data.column(c.answer_column), pa.string()))
     taken = row_ids(table)[1]
-    cheapest = min(tokens(request(s, min(c.per_seed, MAX_ITEMS), [], c)) for s in seeds)
+    cheapest = min(tokens(request(s.question, s.key, min(c.per_seed, MAX_ITEMS), [], c.system_prompt)) for s in seeds)
     temporary = ctx.store is None
     root = Path(tempfile.mkdtemp(prefix="curate-llm2llm-")) if temporary else ctx.store.area("models", "tmp")
     stats: dict[str, int | float] = {"seeds": len(seeds), "rounds": 0}
@@ -334,7 +268,7 @@ def augment(table: pa.Table, ctx: StageContext, c: AugmentConfig) -> StageOutput
             totals["wrong"] += len(wrong)
             if not wrong:
                 totals["stopped_all_right"] = 1
-                ctx.reporter.log(f"augment (llm2llm) round {r}: the student answers all {len(seeds):,} seed questions "
+                ctx.reporter.log(f"{NAME} round {r}: the student answers all {len(seeds):,} seed questions "
                                  "right; later rounds would add nothing, so the loop stops")
                 break
             round_counts: Counter = Counter()
@@ -347,7 +281,7 @@ def augment(table: pa.Table, ctx: StageContext, c: AugmentConfig) -> StageOutput
             for name in ("generated", "near_copies", "unparseable", "teacher_calls"):
                 stats[f"{name}:r{r}"] = round_counts[name]
             ctx.reporter.log(
-                f"augment (llm2llm) round {r}/{c.rounds}: the student gets {len(wrong):,} of {len(seeds):,} seed "
+                f"{NAME} round {r}/{c.rounds}: the student gets {len(wrong):,} of {len(seeds):,} seed "
                 f"questions wrong; {round_counts['teacher_calls']:,} requests to '{c.model}' gave {new.num_rows:,} new "
                 f"problems ({round_counts['near_copies']:,} near-copies and {round_counts['unparseable']:,} unreadable "
                 f"items dropped)" + ("; the teacher budget is spent, so the loop stops" if exhausted else ""))
@@ -365,17 +299,16 @@ def augment(table: pa.Table, ctx: StageContext, c: AugmentConfig) -> StageOutput
     for name in ("wrong", "generated", "near_copies", "unparseable", "surplus", "seeds_short", "teacher_calls",
                  "tokens", "budget_exhausted", "stopped_all_right"):
         stats[name] = totals[name]
-    rejected = split(table, [True] * table.num_rows, "none").rejected  # augment drops nothing
-    ctx.reporter.log(f"augment (llm2llm): {stats['rounds']} rounds over {len(seeds):,} seed questions; added {added:,} "
+    ctx.reporter.log(f"{NAME}: {stats['rounds']} rounds over {len(seeds):,} seed questions; added {added:,} "
                      f"rows from {totals['teacher_calls']:,} teacher requests")
-    return StageOutput(data, rejected, added).with_stats(stats)
+    return StageOutput(data, no_rejects(table), added).with_stats(stats)
 
 
-def find_seeds(table: pa.Table, c: AugmentConfig) -> list[Seed]:
+def find_seeds(table: pa.Table, c: LLM2LLMConfig) -> list[Seed]:
     ids = row_ids(table)[0]
     messages = table.column("messages").to_pylist()
     seeds = []
-    for q in find_queries(table, c):
+    for q in find_queries(table, c, NAME):
         solution = response_of(messages[q.row] or []).strip()
         seeds.append(Seed(q, ids[q.row], "\n\n".join(m["content"] or "" for m in q.messages if m["role"] != "system"),
                           f"{solution}\n#### {q.reference}" if solution else f"#### {q.reference}",
@@ -383,7 +316,7 @@ def find_seeds(table: pa.Table, c: AugmentConfig) -> list[Seed]:
     return seeds
 
 
-def check_student(data: pa.Table, seeds: list[Seed], c: AugmentConfig, ctx: StageContext, base: Any,
+def check_student(data: pa.Table, seeds: list[Seed], c: LLM2LLMConfig, ctx: StageContext, base: Any,
                   train: TrainConfig, root: Path) -> tuple[list[bool], dict, Path]:
     """Whether the student fine-tuned from ``base`` on ``data`` answers each seed question
     right; its training summary; the round's folder (see the module doc)."""
@@ -393,7 +326,7 @@ def check_student(data: pa.Table, seeds: list[Seed], c: AugmentConfig, ctx: Stag
     verdicts = folder / f"verdicts-{hash_parts(ROUND_VERSION, asked, c.kind, c.student_max_tokens)}.json"
     if verdicts.is_file():
         saved = json.loads(verdicts.read_text())
-        ctx.reporter.log(f"augment (llm2llm): reusing the verdicts of a student trained on the same {data.num_rows:,} "
+        ctx.reporter.log(f"{NAME}: reusing the verdicts of a student trained on the same {data.num_rows:,} "
                          f"rows ({folder.name})")
         return saved["right"], saved["train"], folder
     trained = folder / "trained"
@@ -426,7 +359,7 @@ def train_student(data: pa.Table, train: TrainConfig, base: Any, work: Path, out
     return run_sft(data, train, base, work, out, reporter)
 
 
-def student_answers(model: Path, prompts: list[list[dict]], c: AugmentConfig, ctx: StageContext) -> list[str]:
+def student_answers(model: Path, prompts: list[list[dict]], c: LLM2LLMConfig, ctx: StageContext) -> list[str]:
     """The fine-tuned student's greedy answers, loaded with the student's own settings
     (device, dtype, batch sizes); not cached: the weights are deleted after this."""
     from ..models.pool import ModelPool
@@ -442,26 +375,11 @@ def student_answers(model: Path, prompts: list[list[dict]], c: AugmentConfig, ct
     return [ys[0] for ys in out]
 
 
-def request(seed: Seed, n: int, shown: list[Item], c: AugmentConfig) -> list[dict]:
-    """The chat sent to the teacher for ``seed``: ``n`` new problems, or (``shown``) ``n``
-    more problems unlike those already kept."""
-    system = SYSTEM_PROMPT if c.system_prompt is None else c.system_prompt
-    chat = [{"role": "system", "content": system}, {"role": "user", "content": EXAMPLE_REQUEST},
-            {"role": "assistant", "content": EXAMPLE_RESPONSE}]
-    asked = len(shown) if shown else n
-    chat.append({"role": "user", "content": REQUEST.format(question=seed.question, key=seed.key, n=asked,
-                                                          s="s" if asked > 1 else "")})
-    if shown:
-        listed = SHOWN.format(n=len(shown)) + "".join(item.shown(k) for k, item in enumerate(shown, 1))
-        chat += [{"role": "assistant", "content": listed}, {"role": "user", "content": MORE.format(n=n)}]
-    return chat
-
-
 def tokens(chat: list[dict]) -> int:
     return sum(approx_tokens(m["content"]) for m in chat)
 
 
-def ask_teacher(wrong: list[Seed], i: int, teacher: Any, pool: QuestionPool, budget: Budget, c: AugmentConfig,
+def ask_teacher(wrong: list[Seed], i: int, teacher: Any, pool: QuestionPool, budget: Budget, c: LLM2LLMConfig,
                 ctx: StageContext, counts: Counter) -> tuple[list[list[Item]], bool]:
     """Up to ``per_seed`` new problems per wrong seed (attempt by attempt, one batched call
     each, near-copies dropped in seed order); and whether the budget ran out."""
@@ -471,7 +389,8 @@ def ask_teacher(wrong: list[Seed], i: int, teacher: Any, pool: QuestionPool, bud
         if not todo:
             break
         n = min(c.per_seed + attempt, MAX_ITEMS)
-        chats = [request(wrong[j], n, kept[j] if attempt % 2 else [], c) for j in todo]
+        chats = [request(wrong[j].question, wrong[j].key, n, kept[j] if attempt % 2 else [], c.system_prompt)
+                 for j in todo]
         costs = [tokens(chat) for chat in chats]
         funded = [k for k, g in enumerate(budget.plan([1] * len(todo), costs)) if g]
         if funded:
@@ -502,7 +421,7 @@ def ask_teacher(wrong: list[Seed], i: int, teacher: Any, pool: QuestionPool, bud
     return kept, False
 
 
-def new_rows(data: pa.Table, wrong: list[Seed], kept: list[list[Item]], r: int, c: AugmentConfig,
+def new_rows(data: pa.Table, wrong: list[Seed], kept: list[list[Item]], r: int, c: LLM2LLMConfig,
              taken: set[str]) -> pa.Table:
     """The kept problems as SFT rows in ``data``'s schema (the seed's category copied)."""
     rows, values = [], {k: [] for k in ("id", "messages", c.answer_column, "prompt", "generated_by", "round", "seed_id")}

@@ -44,6 +44,8 @@ from ..algorithms import lsh
 
 
 class MinhashDedupConfig(StageConfig):
+    renamed = {"normalize_unicode": "'unicode_nfkc'"}  # exact_dedup's earlier name for the same option
+
     field: str | None = None
     """Text to compare: text, prompt, response, conversation or a string column; None = response (SFT) or text."""
     ngram: int = Field(5, ge=1)
@@ -57,7 +59,7 @@ class MinhashDedupConfig(StageConfig):
     normalize_digits: bool = False
     """Replace every digit with 0 (numbers then never make two texts differ)."""
     unicode_nfkc: bool = False
-    """Apply Unicode NFKC normalisation first."""
+    """Apply Unicode NFKC normalisation first (full-width letters, ligatures...)."""
     num_perm: int = Field(128, ge=2, le=1024)
     """MinHash permutations (signature length)."""
     threshold: float = Field(0.8, gt=0.0, le=1.0)

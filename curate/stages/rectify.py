@@ -94,7 +94,7 @@ class Rectify(ConfidenceStage):
         known_wrong = np.array([c.trust_verified and v == "false" for v in verified], dtype=bool)
         todo = np.flatnonzero(~trusted)
 
-        scorer = ConfidenceScorer(ctx.model(c.model), c, ctx.reporter.track)
+        scorer = self.scorer(ctx)
         responses = [response_of(m) for m in rows]
         questions = [prompt_of(m) for m in rows]
         conf, cons, refl = (np.full(n, np.nan) for _ in range(3))

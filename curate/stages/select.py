@@ -15,10 +15,17 @@ Methods (the algorithms are in their own modules, with their papers and defaults
   embeddings, round-robin over the target examples (over tasks when ``task_column`` labels
   the target rows), faiss for the search.
 
-Embeddings are sentence-transformers' (all-MiniLM-L6-v2, packaged; L2-normalised, so the
-squared-Euclidean OT cost is 2 - 2 cos) of each row's ``field`` text cut to ``max_chars``
-characters (GOT-D cuts or joins texts to about 1,000 characters so that padding patterns do
-not dominate). Identical texts are embedded once.
+Embeddings come from the run's ``embedder`` (a ``models:`` entry with ``backend:
+sentence_transformers``; by default the built-in ``minilm``, the packaged all-MiniLM-L6-v2),
+L2-normalised, so the squared-Euclidean OT cost is 2 - 2 cos, of each row's ``field`` text cut
+to ``max_chars`` characters (GOT-D cuts or joins texts to about 1,000 characters so that
+padding patterns do not dominate). Identical texts are embedded once.
+
+    select_target:
+      target: {type: champ, include_model_solutions: false, include_reference: true, categories: [Number-Theory]}
+      method: got_d
+      fraction: 0.25
+      embedder: minilm               # the default; or the name of your own sentence_transformers entry
 
 The target is a data reference (``curate.sources.refs``): a dataset name in the store, a
 local file, or a source mapping such as ``{type: champ, include_model_solutions: false,
@@ -42,6 +49,8 @@ from pydantic import Field, model_validator
 
 from ..errors import StageError, warn
 from ..models import embeddings
+from ..models.config import DEFAULT_EMBEDDER
+from ..models.pool import models_for
 from ..records import texts
 from ..sources.refs import DataRef, DataSpec, resolve_data
 from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split, with_columns
@@ -49,6 +58,11 @@ from ..algorithms import dsir, ot, rds
 
 
 class SelectTargetConfig(StageConfig):
+    renamed = {
+        "embed_batch_size": f"the embedder's own batch_size (models: {{{DEFAULT_EMBEDDER}: {{backend: "
+                            f"sentence_transformers, batch_size: 64}}}})",
+    }
+
     target: Annotated[DataSpec, RECIPE_DATA]
     """Examples of what the model should be good at: a dataset name, a local file, or a source mapping {type: ...}."""
     method: Literal["got_d", "dsir", "similarity"] = "got_d"
@@ -63,10 +77,8 @@ class SelectTargetConfig(StageConfig):
     """The text of a target row; None = field for SFT targets, text for text targets."""
     max_chars: int = Field(1000, ge=1)
     """Texts are cut to this many characters before embedding or hashing (GOT-D: about 1,000)."""
-    embedder: str = embeddings.DEFAULT_MODEL
-    """Sentence-transformers model for got_d and similarity (packaged all-MiniLM-L6-v2, a folder or a cached hub id)."""
-    embed_batch_size: int = Field(64, ge=1)
-    """Texts embedded per batch."""
+    embedder: str = DEFAULT_EMBEDDER
+    """got_d and similarity: the sentence encoder, a models: entry with backend sentence_transformers (built-in: minilm)."""
     epsilon: float = Field(ot.DEFAULT_EPSILON, gt=0)
     """got_d: entropic regularisation of the OT problem (paper: 0.1)."""
     ot_batch_size: int = Field(ot.DEFAULT_BATCH, ge=1)
@@ -101,16 +113,17 @@ class SelectTargetConfig(StageConfig):
 
 class SelectTarget(Stage):
     name = "select_target"
-    version = "1"
+    version = "2"  # 2: the encoder is a models: entry (`embedder`), its identity among the step's models
     Config = SelectTargetConfig
     config: SelectTargetConfig
+    model_refs = ("embedder",)
 
     def __init__(self, config: StageConfig | dict | None = None, /, **overrides: Any):
         super().__init__(config, **overrides)
         if self.config.method == "got_d" and importlib.util.find_spec("ot") is None:
             raise StageError(ot.POT_MISSING)
         if self.uses_embeddings:
-            embeddings.require(self.name, self.config.embedder)
+            embeddings.require(self.name)
 
     @property
     def uses_embeddings(self) -> bool:
@@ -120,10 +133,10 @@ class SelectTarget(Stage):
         return resolve_data(self.config.target, store, f"{self.name}.target")
 
     def dependencies(self, store: Any) -> list[str]:
-        deps = [self.target_ref(store).fingerprint]
-        if self.uses_embeddings:
-            deps.append(embeddings.identity(self.config.embedder))
-        return deps
+        return [self.target_ref(store).fingerprint]
+
+    def models_used(self) -> list[str]:
+        return super().models_used() if self.uses_embeddings else []  # dsir embeds nothing
 
     def fingerprint_config(self) -> dict[str, Any]:
         cfg = super().fingerprint_config()
@@ -150,8 +163,10 @@ class SelectTarget(Stage):
         if c.method == "dsir":
             score, order = self.dsir(pool_text, target_text, k, ctx, stats)
         else:
-            pool_emb = embeddings.embed(pool_text, c.embedder, c.embed_batch_size, track=ctx.reporter.track)
-            target_emb = embeddings.embed(target_text, c.embedder, c.embed_batch_size, track=ctx.reporter.track)
+            with models_for(ctx.models) as models:
+                embedder = models.embedder(c.embedder)
+                pool_emb = embedder.embed(pool_text, track=ctx.reporter.track)
+                target_emb = embedder.embed(target_text, track=ctx.reporter.track)
             if c.method == "got_d":
                 ctx.reporter.log(f"{self.name}: Sinkhorn between {n:,} candidates and {len(target_text):,} target examples")
                 score, result = ot.got_d_scores(pool_emb, target_emb, epsilon=c.epsilon, batch_size=c.ot_batch_size,

@@ -5,7 +5,8 @@ through semantic deduplication" (2023). Exact and MinHash dedup only see shared 
 SemDeDup also removes rows that *say the same thing in other words*:
 
 1. embed every row with a pre-trained encoder, L2-normalised (the paper: CLIP for LAION, a
-   small OPT language model for C4; here all-MiniLM-L6-v2, packaged, on CPU);
+   small OPT language model for C4; here the run's ``embedder``, by default the built-in
+   ``minilm``: all-MiniLM-L6-v2, packaged, on CPU);
 2. spherical k-means on the embeddings (the paper: 50,000 clusters for LAION-440M, about
    9,000 rows per cluster), so that only rows in the same cluster are compared;
 3. within each cluster, pairs with cosine similarity > 1 - epsilon are duplicates, and one row
@@ -49,6 +50,20 @@ row within 1 - epsilon (its ``similarity`` column says how close), and no two ke
 cluster are duplicates. Connected components (union-find) would chain further: in a dense
 region of embedding space a component can grow to hold rows that share nothing.
 
+**The encoder** is one of the run's models, named like any other:
+
+    models:
+      bge:                            # optional: the built-in minilm needs no entry
+        backend: sentence_transformers
+        model: BAAI/bge-small-en-v1.5 # a local folder or a cached hub id
+        batch_size: 128
+    stages:
+      - semantic_dedup: {embedder: bge, epsilon: 0.05}
+
+Its identity (a content hash of the model folder) is part of the step's fingerprint, so
+another encoder, or changed weights, recomputes the step. The thresholds above were measured
+with MiniLM; another encoder's similarities have another scale.
+
 **Known limitations.** Duplicates that k-means puts in different clusters are never compared
 (a pair at cosine > 0.95 almost always shares its nearest centroid; set ``n_clusters: 1`` for
 an exact all-pairs pass). The encoder reads only the first
@@ -60,15 +75,16 @@ whitespace-only texts are not embedded (every one would embed to the same vector
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from ..models import embeddings
-from ..models.embeddings import DEFAULT_MODEL, embed, require
 from ..errors import StageError
+from ..models.config import DEFAULT_EMBEDDER
+from ..models.embeddings import require
+from ..models.pool import models_for
 from ..records import default_text_field, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, check_keep_policy, split
 
@@ -77,12 +93,17 @@ BLOCK_ENTRIES = 1 << 24  # similarity entries computed at once (64 MB of float32
 
 
 class SemanticDedupConfig(StageConfig):
+    renamed = {
+        "model": f"'embedder': the name of a models: entry with backend: sentence_transformers (a folder or hub id "
+                 f"goes in that entry's model:); the packaged all-MiniLM-L6-v2 is the built-in '{DEFAULT_EMBEDDER}'",
+        "batch_size": f"the embedder's own batch_size (models: {{{DEFAULT_EMBEDDER}: {{backend: sentence_transformers, "
+                      f"batch_size: 64}}}})",
+    }
+
     field: str | None = None
     """Text to embed: text, prompt, response, conversation or a string column; None = response (SFT) or text."""
-    model: str = DEFAULT_MODEL
-    """Sentence-transformers model: all-MiniLM-L6-v2 (packaged, no download), a local folder or a cached hub id."""
-    batch_size: int = Field(64, ge=1)
-    """Texts embedded per batch."""
+    embedder: str = DEFAULT_EMBEDDER
+    """The sentence encoder: a models: entry with backend sentence_transformers; the built-in minilm is the packaged all-MiniLM-L6-v2."""
     n_clusters: int | None = Field(None, ge=1)
     """k-means clusters; only rows in one cluster are compared. None = rows / 10,000, at least 1."""
     kmeans_iterations: int = Field(20, ge=1)
@@ -104,17 +125,14 @@ class SemanticDedupConfig(StageConfig):
 
 class SemanticDedup(Stage):
     name = "semantic_dedup"
-    version = "1"
+    version = "2"  # 2: the encoder is a models: entry (`embedder`), its identity among the step's models
     Config = SemanticDedupConfig
     config: SemanticDedupConfig
-
-    def dependencies(self, store: Any) -> list[str]:
-        """The embedding model's identity: a different model (or changed weights) recomputes."""
-        return [embeddings.identity(self.config.model)]
+    model_refs = ("embedder",)
 
     def __init__(self, config: StageConfig | dict | None = None, /, **overrides):
         super().__init__(config, **overrides)
-        require(self.name, self.config.model)
+        require(self.name)
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         c = self.config
@@ -130,7 +148,8 @@ class SemanticDedup(Stage):
         parent = np.full(n, -1, dtype=np.int64)  # row of the kept duplicate; -1 = kept
         similarity = np.zeros(n, dtype=np.float32)
         if len(rows):
-            emb = embed([text[i] for i in rows], c.model, c.batch_size, normalize=True, track=ctx.reporter.track)
+            with models_for(ctx.models) as models:
+                emb = models.embedder(c.embedder).embed([text[i] for i in rows], normalize=True, track=ctx.reporter.track)
             k = c.n_clusters or max(1, round(len(rows) / ROWS_PER_CLUSTER))
             cluster[rows] = kmeans(emb, k, c.kmeans_iterations, c.seed)
             # Each cluster's rows in keep order; emb_of maps a row to its embedding.
