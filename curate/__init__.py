@@ -11,11 +11,10 @@ builds one in Python. What curate notices and runs past is a ``CurateWarning``
 (Python's ``warnings``); progress messages go to the ``curate`` logger.
 """
 
-from ._version import __version__
-
 from . import sources, stages  # noqa: E402
-from .finetune import train_model  # noqa: E402
+from ._version import __version__
 from .errors import CurateError, CurateWarning, RecipeError, SourceError, StageError, StoreError, UsageError  # noqa: E402
+from .finetune import train_model  # noqa: E402
 from .pipeline import Pipeline, RunResult  # noqa: E402
 from .recipe import Recipe, RecipeRun, load_recipe  # noqa: E402
 from .stage import Stage, StageConfig, StageContext, StageOutput  # noqa: E402

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .algorithms import lsh
 from .records import default_text_field, texts
 from .stage import StageContext
-from .algorithms import lsh
 from .stages.minhash import MinhashDedupConfig, signatures_of
 
 

@@ -430,9 +430,9 @@ def eval_(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a held-out set with each model, check the answers, and compare accuracy (95% CI) and held-out loss."""
-    from .recipe import parse_settings
     from .evaluate import comparison_table, write_comparison
     from .finetune import evaluate_models
+    from .recipe import parse_settings
     from .store import Store
     from .train.config import EvalConfig
 

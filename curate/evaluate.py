@@ -43,18 +43,19 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SourceError, UsageError
-from .models.base import LM, Sampling
-from .sources.formats import FORMATS, file_format, read_records, suffixes
-from .sources.normalise import ROLES
-from .sources.refs import DataSpec, resolve_data
-from .stage import Reporter
 from .algorithms.answers import (
     MATH_VERIFY_MISSING,
     AnswerKind,
     check_answer,
     extract_answer,
 )
+from .errors import SourceError, UsageError
+from .models.base import LM, Sampling
+from .sources.formats import FORMATS, file_format, read_records, suffixes
+from .sources.normalise import ROLES
+from .sources.refs import DataSpec, resolve_data
+from .stage import Reporter
+from .store import Store
 
 QUESTION_FIELDS = ("prompt", "problem", "question")
 SOLUTION_FIELDS = ("solution", "response")
@@ -76,7 +77,7 @@ class EvalItem:
     solution: str | None = None  # a reference solution, scored for the held-out loss
 
 
-def load_eval_set(data: DataSpec | os.PathLike, store: Any = None) -> list[EvalItem]:
+def load_eval_set(data: DataSpec | os.PathLike, store: Store | None = None) -> list[EvalItem]:
     """The questions of an eval set, with reference answers and (optionally) solutions.
 
     ``data`` is a local file of records (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, and their

@@ -96,11 +96,11 @@ def finetune_and_evaluate(name: str, final: Version, train: TrainConfig, evaluat
     if evaluation.base:
         done.rows.append({"label": f"{base.label} (base, not fine-tuned)", "dataset": "-", "dataset_fingerprint": "",
                           "rows": 0, "train_loss": None,
-                          "eval": _evaluate_base(base, items, evaluation, eval_fp, store, reporter)})
+                          "eval": _evaluate_base(base, items, evaluation, eval_fp, store, pool, reporter)})
     for label, model, _ in done.models:
         result = registry.load_eval(model, eval_fp)
         if result is None or force:
-            evaluated = run_eval(str(model.model_path), label, items, evaluation, reporter)
+            evaluated = run_eval(pool, str(model.model_path), label, items, evaluation, reporter)
             evaluated.write(registry.eval_dir(model, eval_fp))
             result = evaluated.to_json()
         s = model.manifest["train"]
@@ -115,13 +115,13 @@ def finetune_and_evaluate(name: str, final: Version, train: TrainConfig, evaluat
 
 
 def _evaluate_base(base: BaseWeights, items: list, evaluation: EvalConfig, eval_fp: str, store: Store,
-                   reporter: Reporter | None) -> dict:
+                   pool: ModelPool, reporter: Reporter | None) -> dict:
     import json
 
     folder = store.area("reports", "base-evals", hash_parts(base.identity, eval_fp))
     if (folder / "eval.json").is_file():
         return json.loads((folder / "eval.json").read_text())
-    result = run_eval(str(base.path), base.label, items, evaluation, reporter)
+    result = run_eval(pool, str(base.path), base.label, items, evaluation, reporter)
     result.write(folder)
     return result.to_json()
 
@@ -132,36 +132,35 @@ def evaluate_models(refs: list[str], evaluation: EvalConfig, store: Store, repor
     dataset it was trained on) or a local model folder -- each answering ``evaluation.data``."""
     from .errors import StoreError, UsageError
     from .evaluate import load_eval_set
+    from .models import ModelPool
 
     registry = ModelStore(store)
     items = load_eval_set(evaluation.data, store)
     rows = []
-    for ref in refs:
-        if Path(ref).is_dir():
-            row = {"label": ref, "dataset": "-", "dataset_fingerprint": "", "rows": 0, "train_loss": None}
-            path = ref
-        else:
-            try:
-                m = registry.resolve(ref)
-            except StoreError as e:
-                raise UsageError(str(e)) from None
-            row = {"label": m.name, "dataset": m.name, "dataset_fingerprint": m.manifest["dataset"]["fingerprint"],
-                   "rows": m.manifest["dataset"]["rows"], "train_loss": m.manifest["train"]["final_loss"],
-                   "model": m.fingerprint}
-            path = str(m.model_path)
-        rows.append({**row, "eval": run_eval(path, row["label"], items, evaluation, reporter).to_json()})
+    with ModelPool(reporter=reporter, store=store) as pool:  # this command's one pool
+        for ref in refs:
+            if Path(ref).is_dir():
+                row = {"label": ref, "dataset": "-", "dataset_fingerprint": "", "rows": 0, "train_loss": None}
+                path = ref
+            else:
+                try:
+                    m = registry.resolve(ref)
+                except StoreError as e:
+                    raise UsageError(str(e)) from None
+                row = {"label": m.name, "dataset": m.name, "dataset_fingerprint": m.manifest["dataset"]["fingerprint"],
+                       "rows": m.manifest["dataset"]["rows"], "train_loss": m.manifest["train"]["final_loss"],
+                       "model": m.fingerprint}
+                path = str(m.model_path)
+            rows.append({**row, "eval": run_eval(pool, path, row["label"], items, evaluation, reporter).to_json()})
     return rows
 
 
-def run_eval(model_path: str, label: str, items: list, evaluation: EvalConfig, reporter: Reporter | None) -> EvalResult:
-    """``curate.evaluate.evaluate`` of the model in ``model_path`` (an ``EvalResult``)."""
+def run_eval(pool: ModelPool, model_path: str, label: str, items: list, evaluation: EvalConfig,
+             reporter: Reporter | None) -> EvalResult:
+    """``curate.evaluate.evaluate`` of the model in ``model_path`` (an ``EvalResult``), loaded
+    through the run's ``pool`` for this evaluation only."""
     from .evaluate import evaluate
-    from .models import ModelPool
 
-    pool = ModelPool({label: {"backend": "transformers", "model": model_path}}, reporter=reporter)
-    try:
-        result = evaluate(pool.get(label), items, kind=evaluation.kind, max_tokens=evaluation.max_tokens,
-                          system_prompt=evaluation.system_prompt, instruction=evaluation.instruction, reporter=reporter)
-    finally:
-        pool.close()
-    return result
+    with pool.borrowed(f"eval:{label}", {"backend": "transformers", "model": model_path}) as lm:
+        return evaluate(lm, items, kind=evaluation.kind, max_tokens=evaluation.max_tokens,
+                        system_prompt=evaluation.system_prompt, instruction=evaluation.instruction, reporter=reporter)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -308,10 +308,11 @@ def validation_problems(err: ValidationError, model: type[BaseModel] | None = No
             msg = f"renamed to {renamed[str(loc[0])]}"
         elif e["type"] == "extra_forbidden":
             msg = "unknown key"
-            if model is not None and len(loc) == 1:
-                close = difflib.get_close_matches(str(loc[0]), list(model.model_fields), n=1, cutoff=0.5)
-                valid = ", ".join(model.model_fields)
-                msg += f"; did you mean '{close[0]}'?" if close else f"; valid keys: {valid}"
+            owner = _model_at(model, loc[:-1]) if model is not None else None
+            if owner is not None:
+                keys = [k for k in owner.model_fields if k != "method" or len(loc) == 1]
+                close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.5)
+                msg += f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(keys)}"
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif e["type"] == "value_error":  # our own validators: the message says it all
@@ -320,6 +321,22 @@ def validation_problems(err: ValidationError, model: type[BaseModel] | None = No
             msg = f"{e['msg']} (got {e.get('input')!r})"
         out.append((loc, msg))
     return out
+
+
+def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The config class an error location points into: ``("sampling", "uniform")`` of
+    difficulty's config is ``Uniform`` (pydantic puts a variant's tag in the location)."""
+    current: Any = model
+    for part in path:
+        if isinstance(current, list):  # a union of variants: this part is the tag
+            current = next((c for c in current if "method" in c.model_fields
+                            and c.model_fields["method"].default == part), None)
+        elif isinstance(current, type) and str(part) in current.model_fields:
+            classes = config_classes(current.model_fields[str(part)].annotation)
+            current = classes[0] if len(classes) == 1 else classes or None
+        else:
+            return None
+    return current if isinstance(current, type) else None
 
 
 def with_columns(table: pa.Table, columns: dict[str, pa.Array | pa.ChunkedArray]) -> pa.Table:

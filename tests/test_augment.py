@@ -16,15 +16,15 @@ import pytest
 import yaml
 
 import curate
-from curate.errors import RecipeError, StageError
-from curate.models.cache import CallCache
-from curate.records import MESSAGES_TYPE, response_of
-from curate.sources import SOURCES
-from curate.stage import Reporter, StageContext
 from curate.algorithms.allocate import Prop2Diff, Uniform, prop2diff_quota
 from curate.algorithms.answers import check_answer, extract_answer
 from curate.algorithms.textstats import approx_tokens
+from curate.errors import RecipeError, StageError
+from curate.models.cache import CallCache
 from curate.recipe import load_recipe
+from curate.records import MESSAGES_TYPE, response_of
+from curate.sources import SOURCES
+from curate.stage import Reporter, StageContext
 from curate.stages import REGISTRY, RENAMED
 from curate.stages.dart import RejectionSample
 

@@ -4,16 +4,15 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from collections import Counter
 from pathlib import Path
-
-import shutil
-import sysconfig
 
 import pyarrow.parquet as pq
 import pytest

@@ -12,13 +12,13 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from curate.algorithms.allocate import Prop2Diff, Uniform, prop2diff_quota
+from curate.algorithms.textstats import approx_tokens
 from curate.errors import RecipeError, StageError
+from curate.recipe import load_recipe
 from curate.records import MESSAGES_TYPE, conversation_of
 from curate.stage import Reporter, StageContext
-from curate.algorithms.allocate import Prop2Diff, Uniform, prop2diff_quota
-from curate.recipe import load_recipe
 from curate.stages.difficulty import Difficulty, VerifiedEstimate
-from curate.algorithms.textstats import approx_tokens
 
 from .conftest import ROOT
 from .scripted import Pool, ScriptedLM

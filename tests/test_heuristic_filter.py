@@ -8,11 +8,11 @@ import random
 import pyarrow as pa
 import pytest
 
+from curate.algorithms.textstats import Document, duplicate_fractions, ngram_char_fractions
 from curate.errors import RecipeError
 from curate.records import MESSAGES_TYPE
 from curate.stage import Reporter, StageContext
 from curate.stages.heuristics import HeuristicFilter
-from curate.algorithms.textstats import Document, duplicate_fractions, ngram_char_fractions
 
 # Plain prose written for this test: ~120 words, no repeated lines, no loops.
 CLEAN = (

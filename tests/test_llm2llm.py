@@ -13,14 +13,6 @@ import pyarrow as pa
 import pytest
 
 import curate
-from curate.errors import RecipeError, StageError
-from curate.fingerprint import hash_file, hash_parts
-from curate.models import ModelPool
-from curate.models.config import TinyLMSpec
-from curate.models.tiny import MARKER, render_chat, train_tiny
-from curate.records import MESSAGES_TYPE, prompt_of
-from curate.sources import SOURCES
-from curate.stage import StageContext
 from curate.algorithms import llm2llm_text
 from curate.algorithms.llm2llm_text import (
     Item,
@@ -30,6 +22,14 @@ from curate.algorithms.llm2llm_text import (
     rouge_l,
     rouge_tokens,
 )
+from curate.errors import RecipeError, StageError
+from curate.fingerprint import hash_file, hash_parts
+from curate.models import ModelPool
+from curate.models.config import TinyLMSpec
+from curate.models.tiny import MARKER, render_chat, train_tiny
+from curate.records import MESSAGES_TYPE, prompt_of
+from curate.sources import SOURCES
+from curate.stage import StageContext
 from curate.stages import llm2llm
 from curate.stages.dart import RejectionSample
 from curate.stages.llm2llm import LLM2LLM

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 from datasketch import MinHash
 
+from curate.algorithms import lsh
 from curate.errors import RecipeError
 from curate.stage import StageContext
-from curate.algorithms import lsh
 from curate.stages import MinhashDedup
 
 

@@ -6,12 +6,12 @@ import pyarrow as pa
 import pytest
 
 import curate
+from curate.algorithms.textstats import approx_tokens
 from curate.errors import CurateError, CurateWarning, RecipeError, StageError
 from curate.records import MESSAGES_TYPE, texts
 from curate.sources import SOURCES
 from curate.stage import Reporter, StageContext
 from curate.stages.mix import Mix
-from curate.algorithms.textstats import approx_tokens
 
 
 class Lines(Reporter):

@@ -15,14 +15,14 @@ import pyarrow as pa
 import pytest
 
 from curate import Pipeline
+from curate.algorithms import dsir as dsir_mod
+from curate.algorithms import ot as ot_mod
+from curate.algorithms import rds as rds_mod
 from curate.errors import RecipeError, StoreError, UsageError
 from curate.models import ModelPool
 from curate.sources import SOURCES
 from curate.stage import StageContext
 from curate.stages import SelectTarget
-from curate.algorithms import dsir as dsir_mod
-from curate.algorithms import ot as ot_mod
-from curate.algorithms import rds as rds_mod
 
 LICENSES = Path("/usr/share/common-licenses")
 MAN = Path("/usr/share/man/man1")
@@ -40,7 +40,13 @@ def unrelated_paragraphs(n: int) -> list[str]:
         text = re.sub(r"^\.\S+\s?|\\f[BIRP]|\\-|\\\(..|\\", " ", text, flags=re.M)
         out += [p for p in re.split(r"\n\s*\n|\n\.PP|\n\.SH", text) if len(p.split()) >= 25]
     if len(out) < n:
-        import email, http, json as js, logging, os as o, string, typing  # noqa: E401 - docstrings of these
+        import email  # noqa: E401 - docstrings of these
+        import http
+        import json as js
+        import logging
+        import os as o
+        import string
+        import typing
 
         out += [m.__doc__ for mod in (email, http, js, logging, o, string, typing) for m in vars(mod).values()
                 if callable(m) and isinstance(m.__doc__, str) and len(m.__doc__.split()) >= 25]

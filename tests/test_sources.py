@@ -20,7 +20,18 @@ import pytest
 
 from curate.errors import RecipeError, SourceError
 from curate.records import MESSAGES_TYPE
-from curate.sources import REASONS, REJECT_SCHEMA, SOURCES, ChampSource, CsvSource, HfDiskSource, HfFilesConfig, HfFilesSource, JsonlSource, ParquetSource
+from curate.sources import (
+    REASONS,
+    REJECT_SCHEMA,
+    SOURCES,
+    ChampSource,
+    CsvSource,
+    HfDiskSource,
+    HfFilesConfig,
+    HfFilesSource,
+    JsonlSource,
+    ParquetSource,
+)
 from curate.sources.champ import PARTIAL_MARKER, data_path
 from curate.sources.formats import FORMATS, file_format, read_records, suffixes
 from curate.sources.refs import resolve_data

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pytest
 
+from curate.algorithms.answers import Extracted, check_answer, extract_answer, same_answer
 from curate.errors import RecipeError, StageError
 from curate.records import MESSAGES_TYPE
 from curate.sources import SOURCES
 from curate.stage import StageContext
 from curate.stages import REGISTRY
-from curate.algorithms.answers import Extracted, check_answer, extract_answer, same_answer
 from curate.stages.verify import Verify
 
 PLAIN_NUMBER = re.compile(r"\s*-?\d+(?:\.\d+|/\d+)?\s*")

@@ -103,6 +103,27 @@ class ModelPool:
                                                             store=self.store, cache_root=self.cache_root)
         return self._models[name]
 
+    @contextmanager
+    def borrowed(self, name: str, spec: Any, cache: bool = True) -> Iterator[LM]:
+        """A language model the run makes as it goes -- a fine-tuned model under evaluation,
+        LLM2LLM's student of one round -- reached through this pool for one block, then freed
+        and forgotten (its weights may be deleted after). ``cache=False``: its answers are not
+        kept (a model that will not exist again)."""
+        if name in self.specs or name in self._models:
+            raise ModelError(f"a model named '{name}' is already in this run's pool")
+        self.specs[name] = parse_spec(spec)
+        use_cache = self.use_cache
+        self.use_cache = use_cache and cache
+        try:
+            yield self.get(name)
+        finally:
+            self.use_cache = use_cache
+            model = self._models.pop(name, None)
+            if model is not None:
+                model.close()
+            self.specs.pop(name, None)
+            self._identities.pop(name, None)
+
     def used(self) -> dict[str, Built]:
         """The models loaded so far (their ``stats`` say what they cost)."""
         return dict(self._models)

@@ -29,6 +29,7 @@ import pyarrow as pa
 from ..errors import SourceError, StoreError, UsageError
 from ..fingerprint import hash_file, hash_parts
 from ..stage import StageContext
+from ..store import Store
 from .formats import COMPRESSIONS, file_format, format_of, read_records
 from .paths import stem
 
@@ -57,7 +58,7 @@ def names_a_file(spec: str) -> bool:
     return path.is_file() or ends_like_data or spec.startswith((".", "/", "~"))
 
 
-def resolve_data(spec: DataSpec, store: Any = None, what: str = "data") -> DataRef:
+def resolve_data(spec: DataSpec, store: Store | None = None, what: str = "data") -> DataRef:
     """``spec`` (a source mapping, a local file or a dataset reference) as a ``DataRef``.
     ``what`` names the field in error messages (``select_target.target``)."""
     if isinstance(spec, dict):

@@ -34,6 +34,7 @@ from ..algorithms.textstats import approx_tokens
 from ..errors import StageError
 from ..records import MESSAGES_TYPE, prompt_messages
 from ..stage import Stage, StageConfig, split
+from ..store import Store
 
 TeacherSetting = Literal["temperature", "top_p", "max_tokens"]
 
@@ -98,7 +99,7 @@ class TeacherStage(Stage):
                 del out[name]
         return out
 
-    def dependencies(self, store: Any) -> list[str]:
+    def dependencies(self, store: Store | None) -> list[str]:
         """math-verify's version when it grades: a new one can change which rows are kept."""
         if self.config.kind != "math":
             return []

@@ -52,13 +52,13 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from ..algorithms.answers import AnswerKind, Extracted, extract_answer, same_answer
 from ..errors import StageError
 from ..models import embeddings
 from ..models.base import LM, Sampling, Track
 from ..models.config import DEFAULT_EMBEDDER
 from ..records import prompt_messages, prompt_of, response_of, shape_of
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
-from ..algorithms.answers import AnswerKind, Extracted, extract_answer, same_answer
 
 # BSDetector's reflection prompt, and a second wording of it (the paper asks two and averages).
 REFLECTION_PROMPTS = (

@@ -75,14 +75,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from ..errors import StageError, warn
-from ..models.base import Sampling
-from ..records import prompt_messages, shape_of, texts
-from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
 from ..algorithms import allocate
 from ..algorithms.allocate import Budget, Histogram, Prop2Diff, TokenBudget, Uniform, Variant, moved_into, one_of
 from ..algorithms.answers import MATH_VERIFY_MISSING, AnswerKind
 from ..algorithms.textstats import approx_token_counts
+from ..errors import StageError, warn
+from ..models.base import Sampling
+from ..records import prompt_messages, shape_of, texts
+from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
+from ..store import Store
 from .verify import BATCH_ROWS, verify_batch
 
 
@@ -201,7 +202,7 @@ class Difficulty(Stage):
         e = self.config.estimate
         return [e.model] if e.method == "samples" else []
 
-    def dependencies(self, store: Any) -> list[str]:
+    def dependencies(self, store: Store | None) -> list[str]:
         """math-verify's version when it grades samples: a new one can change difficulties."""
         e = self.config.estimate
         if e.method == "samples" and e.kind == "math":

@@ -64,9 +64,9 @@ from functools import partial
 import pyarrow as pa
 from pydantic import field_validator, model_validator
 
+from ..algorithms.textstats import Document
 from ..records import default_text_field, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split
-from ..algorithms.textstats import Document
 
 
 class HeuristicFilterConfig(StageConfig):

@@ -114,7 +114,7 @@ from ..errors import StageError
 from ..fingerprint import hash_parts
 from ..models.base import Sampling
 from ..records import prompt_of, response_of
-from ..stage import StageContext, StageOutput, validation_problems
+from ..stage import Reporter, StageContext, StageOutput, validation_problems
 from .augment import (
     Budget,
     Query,
@@ -132,6 +132,7 @@ from .verify import BATCH_ROWS, verify_batch
 
 if TYPE_CHECKING:
     from ..train.config import TrainConfig
+    from ..train.sft import BaseWeights
 
 NAME = "llm2llm"
 # The student's training settings under student_train (templates_gsm.py).
@@ -351,7 +352,8 @@ def check_student(data: pa.Table, seeds: list[Seed], c: LLM2LLMConfig, ctx: Stag
     return right, summary, folder
 
 
-def train_student(data: pa.Table, train: TrainConfig, base: Any, work: Path, out: Path, reporter: Any) -> dict:
+def train_student(data: pa.Table, train: TrainConfig, base: BaseWeights, work: Path, out: Path,
+                  reporter: Reporter | None) -> dict:
     """One round's fine-tuning, always from ``base``; ``out / "model"`` is the student."""
     from ..train.sft import run_sft
 
@@ -362,16 +364,10 @@ def train_student(data: pa.Table, train: TrainConfig, base: Any, work: Path, out
 def student_answers(model: Path, prompts: list[list[dict]], c: LLM2LLMConfig, ctx: StageContext) -> list[str]:
     """The fine-tuned student's greedy answers, loaded with the student's own settings
     (device, dtype, batch sizes); not cached: the weights are deleted after this."""
-    from ..models.pool import ModelPool
-
     spec = ctx.models.spec(c.student).model_copy(update={"model": str(model), "train_tiny": None, "revision": None})
-    name = f"{c.student} (llm2llm round)"
-    pool = ModelPool({name: spec}, reporter=ctx.reporter, store=ctx.store, cache_root=ctx.models.cache_root, cache=False)
-    try:
-        out = pool.get(name).generate(prompts, Sampling(n=1, temperature=0.0, max_tokens=c.student_max_tokens),
-                                      track=ctx.reporter.track, description="answering the seed questions")
-    finally:
-        pool.close()
+    with ctx.models.borrowed(f"{c.student} (llm2llm round)", spec, cache=False) as student:
+        out = student.generate(prompts, Sampling(n=1, temperature=0.0, max_tokens=c.student_max_tokens),
+                               track=ctx.reporter.track, description="answering the seed questions")
     return [ys[0] for ys in out]
 
 

@@ -30,17 +30,18 @@ from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from ..algorithms import lsh
 from ..errors import StageError
 from ..fingerprint import hash_parts
 from ..records import default_text_field, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, check_keep_policy, split
-from ..algorithms import lsh
+from ..store import Store
 
 
 class MinhashDedupConfig(StageConfig):
@@ -109,7 +110,7 @@ class MinhashDedup(Stage):
     Config = MinhashDedupConfig
     config: MinhashDedupConfig
 
-    def dependencies(self, store: Any) -> list[str]:
+    def dependencies(self, store: Store | None) -> list[str]:
         if not self.config.against:
             return []
         if store is None:

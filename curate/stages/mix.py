@@ -39,12 +39,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
+from ..algorithms.textstats import approx_tokens
 from ..errors import StageError, warn
 from ..records import shape_of, texts
 from ..sources.refs import DataRef, names_a_file, resolve_data
 from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split
 from ..store import Store
-from ..algorithms.textstats import approx_tokens
 
 INPUT = "input"
 

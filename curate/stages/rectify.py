@@ -36,9 +36,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from ..algorithms.answers import check_answer
 from ..records import prompt_messages, prompt_of, response_of
 from ..stage import StageContext, StageOutput, split, with_columns
-from ..algorithms.answers import check_answer
 from .confidence import (
     ConfidenceConfig,
     ConfidenceScorer,

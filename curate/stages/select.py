@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from ..algorithms import dsir, ot, rds
 from ..errors import StageError, warn
 from ..models import embeddings
 from ..models.config import DEFAULT_EMBEDDER
@@ -54,7 +55,7 @@ from ..models.pool import models_for
 from ..records import texts
 from ..sources.refs import DataRef, DataSpec, resolve_data
 from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split, with_columns
-from ..algorithms import dsir, ot, rds
+from ..store import Store
 
 
 class SelectTargetConfig(StageConfig):
@@ -129,10 +130,10 @@ class SelectTarget(Stage):
     def uses_embeddings(self) -> bool:
         return self.config.method in ("got_d", "similarity")
 
-    def target_ref(self, store: Any) -> DataRef:
+    def target_ref(self, store: Store | None) -> DataRef:
         return resolve_data(self.config.target, store, f"{self.name}.target")
 
-    def dependencies(self, store: Any) -> list[str]:
+    def dependencies(self, store: Store | None) -> list[str]:
         return [self.target_ref(store).fingerprint]
 
     def models_used(self) -> list[str]:

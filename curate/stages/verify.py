@@ -34,11 +34,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..algorithms.answers import MATH_VERIFY_MISSING, AnswerKind, check_answer, extract_answer
 from ..errors import StageError, warn
 from ..records import texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
 from ..store import Store
-from ..algorithms.answers import MATH_VERIFY_MISSING, AnswerKind, check_answer, extract_answer
 
 DEFAULT_ANSWER_COLUMN = "answer"
 BATCH_ROWS = 500
