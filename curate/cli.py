@@ -84,19 +84,20 @@ def run(
     start = time.perf_counter()
     r = load_recipe(recipe, settings=parse_settings(settings))
     reporter = RichReporter(err)
-    done = r.run(store, force=force, until=until, reporter=reporter, workers=workers or None)
-    result = done.chain
-    out.print(funnel_table(result))
-    for line in result.describe_model_calls():
-        out.print(line)
-    if r.models and not result.model_calls:
-        out.print("no model calls: every step that uses a model was cached")
-    state = "nothing to compute: every step was cached" if result.all_cached else "done"
-    out.print(f"{state}; {result.final.num_rows:,} rows in {result.name}")
+
+    def print_funnel(result) -> None:
+        out.print(funnel_table(result))
+        for line in result.describe_model_calls():
+            out.print(line)
+        if r.models and not result.model_calls:
+            out.print("no model calls: every step that uses a model was cached")
+        state = "nothing to compute: every step was cached" if result.all_cached else "done"
+        out.print(f"{state}; {result.final.num_rows:,} rows in {result.name} ({time.perf_counter() - start:.1f} s)")
+
+    done = r.run(store, force=force, until=until, reporter=reporter, workers=workers or None, on_chain=print_funnel)
     if done.finished is not None:
         _print_finished(done.finished)
-        out.print("fine-tuned and evaluated")
-    out.print(f"({time.perf_counter() - start:.1f} s in all)")
+        out.print(f"fine-tuned and evaluated ({time.perf_counter() - start:.1f} s in all)")
 
 
 def _print_finished(done) -> None:

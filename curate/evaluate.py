@@ -261,9 +261,12 @@ class EvalResult:
 
 
 def evaluate(lm: LM, items: Sequence[EvalItem], *, kind: AnswerKind = "math", max_tokens: int = 512,
-             system_prompt: str | None = None, instruction: str | None = None, reporter: Reporter | None = None) -> EvalResult:
+             system_prompt: str | None = None, instruction: str | None = None, reporter: Reporter | None = None,
+             label: str | None = None) -> EvalResult:
     """Accuracy (greedy answers graded against the references, with Wilson's 95% interval)
-    and held-out loss (on the items' reference solutions) of ``lm`` on ``items``."""
+    and held-out loss (on the items' reference solutions) of ``lm`` on ``items``; ``label``
+    names the model in the result (default: its name in the pool)."""
+    label = label or lm.name
     if kind not in ("math", "number", "text"):
         raise UsageError(f"evaluate: kind must be math, number or text, not {kind!r}")
     if kind == "math" and importlib.util.find_spec("math_verify") is None:
@@ -282,7 +285,7 @@ def evaluate(lm: LM, items: Sequence[EvalItem], *, kind: AnswerKind = "math", ma
     prompts = [asked(it.question) for it in items]
     chunks = [prompts[i : i + PROGRESS_CHUNK] for i in range(0, len(prompts), PROGRESS_CHUNK)]
     responses: list[str] = []
-    for chunk in reporter.track(chunks, total=len(chunks), description=f"{lm.name}: answering {len(prompts):,} questions"):
+    for chunk in reporter.track(chunks, total=len(chunks), description=f"{label}: answering {len(prompts):,} questions"):
         responses.extend(r[0] for r in lm.generate(chunk, sampling))
 
     records = []
@@ -311,11 +314,11 @@ def evaluate(lm: LM, items: Sequence[EvalItem], *, kind: AnswerKind = "math", ma
     result = EvalResult(
         n=n, correct=correct, wrong=wrong, unknown=n - correct - wrong, accuracy=correct / n, ci_low=low, ci_high=high,
         loss=total_nll / tokens if tokens else None, loss_tokens=tokens, seconds=round(time.perf_counter() - start, 3),
-        items=records, model=lm.name, model_identity=lm.identity(),
+        items=records, model=label, model_identity=lm.identity(),
         settings={"kind": kind, "max_tokens": max_tokens, "system_prompt": system_prompt, "instruction": instruction},
     )
     loss = f", held-out loss {result.loss:.4f} over {tokens:,} tokens" if result.loss is not None else ""
-    reporter.log(f"{lm.name}: accuracy {format_accuracy(result.to_json())} ({correct}/{n}, "
+    reporter.log(f"{label}: accuracy {format_accuracy(result.to_json())} ({correct}/{n}, "
                  f"{result.unknown} unknown){loss}")
     return result
 

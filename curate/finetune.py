@@ -163,4 +163,5 @@ def run_eval(pool: ModelPool, model_path: str, label: str, items: list, evaluati
 
     with pool.borrowed(f"eval:{label}", {"backend": "transformers", "model": model_path}) as lm:
         return evaluate(lm, items, kind=evaluation.kind, max_tokens=evaluation.max_tokens,
-                        system_prompt=evaluation.system_prompt, instruction=evaluation.instruction, reporter=reporter)
+                        system_prompt=evaluation.system_prompt, instruction=evaluation.instruction, reporter=reporter,
+                        label=label)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +83,13 @@ class Recipe:
         return Pipeline(self.stages, self.source, self.name, RecipeInfo(str(self.path), self.sha256), self.models)
 
     def run(self, store: Store | str | Path | None = None, *, force: bool = False, until: str | None = None,
-            reporter: Reporter | None = None, workers: int | None = None) -> RecipeRun:
+            reporter: Reporter | None = None, workers: int | None = None,
+            on_chain: Callable[[RunResult], None] | None = None) -> RecipeRun:
         """The whole job: every step not already stored, then (unless ``until`` stops the
         chain early) fine-tuning on the final version and its baselines and the evaluation of
         every model, as ``curate run`` does. One ``ModelPool`` serves the chain and the
-        fine-tuning, so a model the chain loaded is not loaded again."""
+        fine-tuning. ``on_chain`` is called with the chain's result before any training (the
+        CLI prints the funnel then)."""
         from .finetune import finetune_and_evaluate
         from .models import ModelPool
 
@@ -96,6 +98,8 @@ class Recipe:
         pool = ModelPool(self.models, reporter=reporter, store=store)
         try:
             chain = pipeline.run(store, force=force, until=until, reporter=reporter, workers=workers, pool=pool)
+            if on_chain is not None:
+                on_chain(chain)
             if self.train is None or until is not None:
                 return RecipeRun(chain)
             pool.close()  # the chain's models leave memory (a GPU) before training; identities stay known

@@ -37,7 +37,7 @@ def main_run(tmp_path_factory, session_cache):
     store = tmp_path_factory.mktemp("main_job") / "store"
     env = {"CURATE_CACHE": str(session_cache), "HF_DATASETS_CACHE": str(store.parent / "hf")}
     t0 = time.perf_counter()
-    first = run_cli("run", RECIPE, "--store", str(store), env=env)
+    first = run_cli("run", RECIPE, "--store", str(store), env=env, timeout=1800)  # ~8-15 min on 2 cores
     return store, first, time.perf_counter() - t0
 
 
@@ -173,7 +173,7 @@ def test_sigkill_during_a_later_stage_then_rerun_matches_uninterrupted(tmp_path,
     assert "math_sft/exact_dedup" in names
 
     # the chain only (--until its last step): the finetune step after it is another test's subject
-    resumed = run_cli("run", RECIPE, "--store", str(killed_store), "--until", "rectify")
+    resumed = run_cli("run", RECIPE, "--store", str(killed_store), "--until", "rectify", timeout=1200)
     assert resumed.returncode == 0, resumed.stderr
     show = json.loads(run_cli("datasets", "show", "math_sft/rectify", "--json", "--store", str(killed_store)).stdout)
     assert show["fingerprint"] == final

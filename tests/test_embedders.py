@@ -228,3 +228,18 @@ def test_a_users_tokenizer_setting_is_left_as_it_was(pool, monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
     pool.embedder("minilm").embed(["a text to tokenize"])
     assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+
+
+def test_a_borrowed_model_goes_through_the_pool_for_one_block_then_is_freed_and_forgotten(tiny_lm):
+    """How a run reaches the models it makes as it goes (a fine-tuned model under evaluation,
+    LLM2LLM's student of one round): through its one pool, with no name clash and nothing left."""
+    with ModelPool({"ref": {"backend": "transformers", "model": str(tiny_lm)}}, cache=False) as pool:
+        with pool.borrowed("eval:trained", {"backend": "transformers", "model": str(tiny_lm)}) as lm:
+            assert "eval:trained" in pool and pool.used()["eval:trained"] is lm
+            (scores,) = lm.logprobs([("The answer is", " 4")])
+            assert len(scores) > 0 and np.all(np.asarray(scores) <= 0)
+        assert "eval:trained" not in pool and "eval:trained" not in pool.used()
+        with pytest.raises(ModelError, match="already in this run's pool"):
+            with pool.borrowed("ref", {"backend": "transformers", "model": str(tiny_lm)}):
+                pass
+        assert "ref" in pool  # a clash leaves the run's own entry alone

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from curate.algorithms.answers import Extracted, check_answer, extract_answer, same_answer
-from curate.errors import RecipeError, StageError
+from curate.errors import CurateWarning, RecipeError, StageError
 from curate.records import MESSAGES_TYPE
 from curate.sources import SOURCES
 from curate.stage import StageContext
@@ -228,9 +228,11 @@ def test_drop_unknown_also_rejects_what_could_not_be_checked():
 
 
 def test_a_table_without_the_answer_column_is_all_unknown_unless_a_column_was_named():
-    out = Verify()(table(answers=False))
+    with pytest.warns(CurateWarning, match="the table has no 'answer' column"):  # a likely mistake, said once
+        out = Verify()(table(answers=False))
     assert set(out.kept.column("verified").to_pylist()) == {"unknown"}
-    dropped = Verify(drop_unknown=True)(table(answers=False)).rejected
+    with pytest.warns(CurateWarning):
+        dropped = Verify(drop_unknown=True)(table(answers=False)).rejected
     assert set(dropped.column("detail").to_pylist()) == {"no reference answer (the table has no 'answer' column)"}
     with pytest.raises(StageError, match=r"answer_column 'gold' is not a column .* columns are id, messages, answer"):
         Verify(answer_column="gold")(table())
