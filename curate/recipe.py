@@ -25,7 +25,6 @@ a step, ``train:`` or ``eval:`` without editing the file.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from pydantic import ValidationError
 from .errors import RecipeError
 from .finetune import Finished
 from .pipeline import Pipeline, RecipeInfo, RunResult, step_names
+from .settings import apply_settings, parse_settings, suggest  # noqa: F401 (parse_settings: the CLI reads it here)
 from .stage import RECIPE_DATA, RECIPE_PATHS, Reporter, Stage, merge_settings, validation_problems
 from .store import _NAME_RE, Store, Version
 from .train import TrainedModel
@@ -163,10 +163,10 @@ def load_recipe(path: str | Path, check_inputs: bool = True, settings: Mapping[s
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping with keys {', '.join(TOP_KEYS)}")
 
-    _apply_settings(data, dict(settings or {}), problems)
+    apply_settings(data, dict(settings or {}), problems)
     for key in data:
         if key not in TOP_KEYS:
-            problems.add((key,), "unknown key" + _suggest(str(key), TOP_KEYS))
+            problems.add((key,), "unknown key" + suggest(str(key), TOP_KEYS))
     name = data.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name) or "/" in name:
         problems.add(("name",), "required: the dataset name (letters, digits, '_', '-', '.')")
@@ -179,98 +179,6 @@ def load_recipe(path: str | Path, check_inputs: bool = True, settings: Mapping[s
     problems.raise_if_any()
     return Recipe(path, name, source, stages, hashlib.sha256(text.encode()).hexdigest(), data.get("description") or "",
                   models, train, evaluation)
-
-
-def parse_settings(items: list[str]) -> dict[str, Any]:
-    """``["STEP.KEY=VALUE", ...]`` (the CLI's ``--set``) -> ``{"STEP.KEY": value}``; a value
-    is read as YAML, so ``30`` is a number, ``[a, b]`` a list, ``null`` None."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise RecipeError(f"--set {item}: write KEY=VALUE, e.g. --set heuristic_filter.min_words=30")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError as e:
-            raise RecipeError(f"--set {item}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
-    return out
-
-
-def _apply_settings(data: dict, settings: dict[str, Any], problems: _Problems) -> None:
-    """Put each ``--set`` value where the recipe would hold it, remembering where, so a
-    problem with it is reported against ``--set`` rather than a line of the file."""
-    for key, value in settings.items():
-        section, dot, field_path = key.partition(".")
-        if not dot or not field_path:
-            problems.add(("--set",), f"--set {key}: name a step and a key (STEP.KEY), or train.KEY / eval.KEY")
-            continue
-        *parents, last = field_path.split(".")
-        if section in ("train", "eval"):
-            if not isinstance(data.get(section), dict):
-                problems.add((section,), f"--set {key}: the recipe has no {section}: section")
-                continue
-            loc: Loc = (section,)
-            target = data[section]
-        elif "pipeline" in data:
-            overrides = data.setdefault("overrides", {}) if isinstance(data.get("overrides", {}), dict) else None
-            if overrides is None:
-                continue  # the recipe's own overrides: error says so
-            target = overrides.setdefault(section, {}) if isinstance(overrides.get(section, {}), dict) else None
-            loc = ("overrides", section)
-            if target is None:
-                continue
-        else:
-            found = _stage_item(data, section)
-            if found is None:
-                steps = step_names_of(data)
-                problems.add(("--set",), f"--set {key}: the recipe has no step '{section}'"
-                             + (_suggest(section, steps) if steps else ""))
-                continue
-            i, stage_name, target = found
-            loc = ("stages", i, stage_name)
-        for part in parents:  # a key inside a sub-config: difficulty.sampling.k_p
-            inner = target.get(part, {})
-            if isinstance(inner, str):  # a bare variant name (sampling: uniform) gains a setting
-                inner = {"method": inner}
-            if not isinstance(inner, dict):
-                problems.add(("--set",), f"--set {key}: '{part}' holds {inner!r}, not a mapping of settings")
-                break
-            target[part] = inner
-            target = inner
-        else:
-            target[last] = value
-        problems.settings[(*loc, *parents, last)] = key
-
-
-def step_names_of(data: dict) -> list[str]:
-    """The step names of a ``stages:`` list as written (``NAME``, ``NAME_2`` when repeated)."""
-    from collections import Counter
-
-    seen: Counter[str] = Counter()
-    names = []
-    for item in data.get("stages") or []:
-        name = item if isinstance(item, str) else next(iter(item)) if isinstance(item, dict) and len(item) == 1 else None
-        if isinstance(name, str):
-            seen[name] += 1
-            names.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return names
-
-
-def _stage_item(data: dict, step: str) -> tuple[int, str, dict] | None:
-    """(index, stage name, config mapping) of the ``stages:`` item that is ``step``; a bare
-    or empty item gets a mapping to hold the value."""
-    items = data.get("stages")
-    if not isinstance(items, list):
-        return None
-    for i, name in enumerate(step_names_of(data)):
-        if name != step:
-            continue
-        item = items[i]
-        stage_name = item if isinstance(item, str) else next(iter(item))
-        if isinstance(item, str) or item[stage_name] is None:
-            items[i] = item = {stage_name: {}}
-        return (i, stage_name, item[stage_name]) if isinstance(item[stage_name], dict) else None
-    return None
 
 
 def _training(data: dict, base: Path, problems: _Problems) -> tuple[Any, Any]:
@@ -327,7 +235,7 @@ def _models(data: dict, path: Path, problems: _Problems) -> dict[str, Any]:
             continue
         if cfg.get("backend", "transformers") not in BACKENDS:
             problems.add(("models", name, "backend"), f"unknown backend {cfg['backend']!r}"
-                         + _suggest(str(cfg["backend"]), BACKENDS))
+                         + suggest(str(cfg["backend"]), BACKENDS))
             continue
         cfg = dict(cfg)
         if isinstance(cfg.get("model"), str) and cfg["model"].startswith((".", "~")) or _is_local(cfg.get("model"), path.parent):
@@ -370,7 +278,7 @@ def _check_model_refs(data: dict, stages: list[Stage], models: dict, problems: _
             else:
                 problems.add(where, f"step '{step}' uses model '{ref}', which the recipe does not define under models:"
                              + (model_ref_hint(ref, embedder)
-                                or (_suggest(ref, models) if models else " (add a models: section)")))
+                                or (suggest(ref, models) if models else " (add a models: section)")))
                 continue
             if backend is not None and (backend == "sentence_transformers") != embedder:
                 wanted = ("an embedder (backend: sentence_transformers)" if embedder
@@ -392,7 +300,7 @@ def _source(data: dict, path: Path, problems: _Problems, sources: dict, check_in
         return None
     kind = cfg["type"]
     if kind not in sources:
-        problems.add(("source", "type"), f"unknown source type {kind!r}" + _suggest(str(kind), sources))
+        problems.add(("source", "type"), f"unknown source type {kind!r}" + suggest(str(kind), sources))
         return None
     cls = sources[kind]
     values = {k: _resolve_paths(v, path.parent) if k in PATH_KEYS else v for k, v in cfg.items() if k != "type"}
@@ -443,7 +351,7 @@ def _stages(data: dict, problems: _Problems, registry: dict, pipelines: dict, ba
             problems.add(("stages", i, stage_name), f"stage '{stage_name}' was renamed to {renamed[stage_name]}")
             continue
         if stage_name not in registry:
-            problems.add(("stages", i, stage_name), f"unknown stage {stage_name!r}" + _suggest(str(stage_name), registry)
+            problems.add(("stages", i, stage_name), f"unknown stage {stage_name!r}" + suggest(str(stage_name), registry)
                          + " (`curate stages` lists them)")
             continue
         stage = _build_stage(registry[stage_name], cfg or {}, ("stages", i, stage_name), problems, base=base)
@@ -455,7 +363,7 @@ def _stages(data: dict, problems: _Problems, registry: dict, pipelines: dict, ba
 def _named_pipeline(data: dict, problems: _Problems, pipelines: dict, base: Path) -> list[Stage]:
     ref = data["pipeline"]
     if ref not in pipelines:
-        problems.add(("pipeline",), f"unknown pipeline {ref!r}" + _suggest(str(ref), pipelines))
+        problems.add(("pipeline",), f"unknown pipeline {ref!r}" + suggest(str(ref), pipelines))
         return []
     stages = pipelines[ref]()
     steps = step_names(stages)
@@ -465,7 +373,7 @@ def _named_pipeline(data: dict, problems: _Problems, pipelines: dict, base: Path
         return stages
     for step, cfg in overrides.items():
         if step not in steps:
-            problems.add(("overrides", step), f"pipeline '{ref}' has no step {step!r}" + _suggest(str(step), steps))
+            problems.add(("overrides", step), f"pipeline '{ref}' has no step {step!r}" + suggest(str(step), steps))
             continue
         i = steps.index(step)
         given = _resolve_stage_paths(type(stages[i]), cfg or {}, base) if isinstance(cfg, dict) else cfg
@@ -500,11 +408,6 @@ def _resolve_stage_paths(cls: type[Stage], cfg: dict, base: Path) -> dict:
     data = {name for name, f in fields.items() if RECIPE_DATA in f.metadata}
     return {k: _resolve_paths(v, base) if k in paths else resolve_recipe_data(v, base, PATH_KEYS) if k in data else v
             for k, v in cfg.items()}
-
-
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(choices)}"
 
 
 def yaml_path(loc: Loc, lead: str = "") -> str:
