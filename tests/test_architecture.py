@@ -34,6 +34,7 @@ ALLOWED = {
     "versions": CORE | {"card"},
     "card": CORE,
     "report": CORE | {"pipeline"},
+    "settings": {"errors"},
 }
 
 
