@@ -250,14 +250,20 @@ class Pipeline:
 
 def step_names(stages: Sequence[Stage]) -> list[str]:
     """Each stage's step name: its stage name, suffixed ``_2``, ``_3``... when repeated."""
-    seen: Counter[str] = Counter()
-    names = []
     for s in stages:
         if not isinstance(s, Stage):
             raise UsageError(f"pipeline stages must be curate stages, got {type(s).__name__}")
-        seen[s.name] += 1
-        names.append(s.name if seen[s.name] == 1 else f"{s.name}_{seen[s.name]}")
-    return names
+    return suffixed([s.name for s in stages])
+
+
+def suffixed(names: Sequence[str]) -> list[str]:
+    """``names`` with repeats suffixed ``_2``, ``_3``... (the rule for step names)."""
+    seen: Counter[str] = Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out
 
 
 def check_counts(step: str, rows_in: int, kept, rejected, added: int) -> None:

@@ -131,7 +131,8 @@ class _Problems:
         for at, key in self.settings.items():
             if loc[: len(at)] == at or (len(loc) > 1 and at[: len(loc)] == loc):  # a value the command line set
                 return 0, f"--set {key}{yaml_path(loc[len(at):], '.')}: {msg}"
-        return line_of(self.root, loc), f"{self.path}:{line_of(self.root, loc)}: {yaml_path(loc)}: {msg}"
+        line = line_of(self.root, loc)
+        return line, f"{self.path}:{line}: {yaml_path(loc)}: {msg}"
 
 
 def load_recipe(path: str | Path, check_inputs: bool = True, settings: Mapping[str, Any] | None = None) -> Recipe:

@@ -8,13 +8,13 @@ against the ``--set`` item, not a line of the file.
 from __future__ import annotations
 
 import difflib
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 import yaml
 
 from .errors import RecipeError
+from .pipeline import suffixed
 
 Loc = tuple[Any, ...]
 
@@ -68,7 +68,7 @@ def apply_settings(data: dict, settings: dict[str, Any], problems: Problems) -> 
         else:
             found = stage_item(data, section)
             if found is None:
-                steps = step_names_of(data)
+                steps = [s for s in step_names_of(data) if s]
                 problems.add(("--set",), f"--set {key}: the recipe has no step '{section}'"
                              + (suggest(section, steps) if steps else ""))
                 continue
@@ -89,15 +89,12 @@ def apply_settings(data: dict, settings: dict[str, Any], problems: Problems) -> 
 
 
 def step_names_of(data: dict) -> list[str]:
-    """The step names of a ``stages:`` list as written (``NAME``, ``NAME_2`` when repeated)."""
-    seen: Counter[str] = Counter()
-    names = []
-    for item in data.get("stages") or []:
-        name = item if isinstance(item, str) else next(iter(item)) if isinstance(item, dict) and len(item) == 1 else None
-        if isinstance(name, str):
-            seen[name] += 1
-            names.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return names
+    """The step name of each item of a ``stages:`` list as written (``NAME``, ``NAME_2`` when
+    repeated; "" for an item that is not one stage, so positions match the list's)."""
+    items = data.get("stages") if isinstance(data.get("stages"), list) else []
+    names = [item if isinstance(item, str) else next(iter(item)) if isinstance(item, dict) and len(item) == 1 else ""
+             for item in items]
+    return suffixed([n if isinstance(n, str) else "" for n in names])
 
 
 def stage_item(data: dict, step: str) -> tuple[int, str, dict] | None:

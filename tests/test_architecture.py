@@ -34,7 +34,7 @@ ALLOWED = {
     "versions": CORE | {"card"},
     "card": CORE,
     "report": CORE | {"pipeline"},
-    "settings": {"errors"},
+    "settings": {"errors", "pipeline"},  # pipeline: the step-name rule
 }
 
 
