@@ -9,6 +9,7 @@ that was written, and ends at the same final fingerprint.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
@@ -17,9 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from ._version import __version__
 from .errors import CurateError, StageError, UsageError
-from .stage import Reporter, Stage, StageContext, StageOutput
+from .executors import BlockTask, Executor, ExecutorConfig, LocalExecutor, add_stats
+from .executors import executor as make_executor
+from .stage import Reporter, Stage, StageContext, StageOutput, check_counts, with_stage_column
 from .store import Store, Version, check_name, now
 
 if TYPE_CHECKING:
@@ -127,11 +132,14 @@ class Pipeline:
         reporter: Reporter | None = None,
         workers: int | None = None,
         pool: ModelPool | None = None,
+        executor: ExecutorConfig | Executor | str | None = None,
     ) -> RunResult:
         """Run every step not already in ``store``. ``workers`` processes share per-row work
         (default: every core; results and fingerprints do not depend on it). ``pool`` is the
         run's models when the caller goes on using them (``Recipe.run`` fine-tunes after the
-        chain); by default the run builds its own from ``models`` and closes it."""
+        chain); by default the run builds its own from ``models`` and closes it.
+        ``executor`` (``"local"``, ``"ray"``, an ``ExecutorConfig`` or an ``Executor``) is
+        where row-wise steps run, block by block; it changes no fingerprint and no row."""
         from .models import ModelPool
 
         store = store if isinstance(store, Store) else Store(store)
@@ -139,15 +147,18 @@ class Pipeline:
         workers = workers or os.cpu_count() or 1
         own = pool is None
         pool = ModelPool(self.models, reporter=reporter, store=store) if own else pool
+        run_on = make_executor(executor)
         try:
-            result = self._run(store, force, until, reporter, workers, pool)
+            result = self._run(store, force, until, reporter, workers, pool, run_on)
         finally:
+            if not isinstance(executor, Executor):
+                run_on.close()
             if own:
                 pool.close()
         return result
 
     def _run(self, store: Store, force: bool, until: str | None, reporter: Reporter, workers: int,
-             pool: ModelPool) -> RunResult:
+             pool: ModelPool, run_on: Executor) -> RunResult:
         def context(step: str) -> StageContext:
             return StageContext(reporter=reporter, store=store, step=step, workers=max(1, workers), models=pool)
 
@@ -167,10 +178,15 @@ class Pipeline:
                     stats.append(StepStat.from_manifest(version.manifest, cached=True))
                     reporter.log(f"{step}: cached ({fp})")
                 else:
-                    if table is None or table_fp != parent.fingerprint:
-                        table = parent.table()
-                    version, table = self._compute(store, stage, step, fp, parent, table, lineage, context(step), pool)
-                    table_fp = fp
+                    if stage.is_row_wise() and parent.num_rows:
+                        version = self._compute_blocks(store, stage, step, fp, parent, lineage, context(step), pool,
+                                                       run_on, force)
+                    else:
+                        if table is None or table_fp != parent.fingerprint:
+                            table = parent.table()
+                        version, table = self._compute(store, stage, step, fp, parent, table, lineage, context(step),
+                                                       pool, run_on)
+                        table_fp = fp
                     stats.append(StepStat.from_manifest(version.manifest, cached=False))
                 lineage.append(_lineage_entry(version.manifest))
                 store.tag(f"{self.name}/{step}", fp)
@@ -179,7 +195,12 @@ class Pipeline:
                     break
         if until is None:
             store.tag(self.name, parent.fingerprint)
-        return RunResult(self.name, parent, stats, {name: lm.stats for name, lm in pool.used().items()})
+        calls: dict[str, Any] = {}
+        for name, model in pool.used().items():
+            add_stats(calls, name, model.stats)
+        for name, model_stats in run_on.model_calls.items():  # calls made in Ray workers
+            add_stats(calls, name, model_stats)
+        return RunResult(self.name, parent, stats, calls)
 
     def _run_source(self, store, force, context, stats, lineage) -> Version:
         if self.source is None:
@@ -195,12 +216,12 @@ class Pipeline:
         else:
             start = time.perf_counter()
             out = self.source.read(context(SOURCE_STEP))
-            rejected = _with_stage_column(out.rejected, SOURCE_STEP)
+            rejected = with_stage_column(out.rejected, SOURCE_STEP)
             check_counts(SOURCE_STEP, out.rows_in, out.kept, rejected, 0)
             manifest = self._manifest(
                 fp, [], {"name": f"source:{self.source.type}", "step": SOURCE_STEP, "version": self.source.version,
                          "config": self.source.config.model_dump(mode="json")},
-                out.rows_in, out.kept, rejected, 0, time.perf_counter() - start, [],
+                _counts(out.rows_in, out.kept, rejected, 0), time.perf_counter() - start, [], kept=out.kept,
             )
             version = store.write_version(out.kept, rejected, manifest)
             stats.append(StepStat.from_manifest(manifest, cached=False))
@@ -208,7 +229,7 @@ class Pipeline:
         store.tag(f"{self.name}/{SOURCE_STEP}", fp)
         return version
 
-    def _compute(self, store, stage, step, fp, parent, table, lineage, ctx, pool):
+    def _compute(self, store, stage, step, fp, parent, table, lineage, ctx, pool, run_on):
         start = time.perf_counter()
         try:
             out: StageOutput = stage.process(table, ctx)
@@ -216,19 +237,55 @@ class Pipeline:
             raise
         except Exception as e:  # a stage bug or bad data: say which step, keep the cause
             raise StageError(f"step '{step}' ({stage.name}) failed: {type(e).__name__}: {e}") from e
-        rejected = _with_stage_column(out.rejected, step)
+        rejected = with_stage_column(out.rejected, step)
         check_counts(step, len(table), out.kept, rejected, out.added)
         manifest = self._manifest(
-            fp, [parent.fingerprint],
-            {"name": stage.name, "step": step, "version": stage.version, "config": stage.config.model_dump(mode="json"),
-             **({"models": {m: pool.describe(m) for m in stage.models_used()}} if stage.models_used() else {})},
-            len(table), out.kept, rejected, out.added, time.perf_counter() - start, lineage, out.stats,
+            fp, [parent.fingerprint], _stage_info(stage, step, pool), _counts(len(table), out.kept, rejected, out.added),
+            time.perf_counter() - start, lineage, out.stats, kept=out.kept, executor=run_on.describe(),
         )
         return store.write_version(out.kept, rejected, manifest), out.kept
 
-    def _manifest(self, fp, parents, stage_info, rows_in, kept, rejected, added, seconds, lineage,
-                  stats: dict[str, int | float] | None = None) -> dict[str, Any]:
-        reasons = Counter(rejected.column("reason").to_pylist()) if len(rejected) else Counter()
+    def _compute_blocks(self, store, stage, step, fp, parent, lineage, ctx, pool, run_on, force) -> Version:
+        """A row-wise step, block by block (``curate.executors``): each block's rows are
+        read, processed and written before the next, by this process or by Ray tasks; the
+        blocks a killed run finished are kept and skipped."""
+        start = time.perf_counter()
+        writer = store.writer(fp, fresh=force)
+        blocks = parent.blocks(run_on.block_rows)
+        done = {i: s for i, s in writer.finished().items()
+                if i < len(blocks) and s.get("block") == dataclasses.asdict(blocks[i])}
+        if len(done) < len(writer.finished()):  # written with another cut of the input: start over
+            writer = store.writer(fp, fresh=True)
+            done = {}
+        if done:
+            ctx.reporter.log(f"{step}: resuming: {len(done):,} of {len(blocks):,} blocks already written")
+        todo = [(i, b) for i, b in enumerate(blocks) if i not in done]
+        used = stage.models_used()
+        specs = {m: pool.spec(m) for m in used}
+        portable = all(isinstance(s, BaseModel) for s in specs.values())  # a model object cannot travel
+        runner = run_on if portable else LocalExecutor(run_on.block_rows)
+        task = BlockTask(stage, step, parent, str(writer.path), str(store.root), specs, pool.cache_root)
+        for index, summary in runner.run_blocks(task, todo, ctx):
+            done[index] = summary
+        parts = [done[i] for i in range(len(blocks))]
+        reasons: Counter[str] = Counter()
+        for p in parts:
+            reasons.update(p["reasons"])
+        counts = {"in": sum(p["rows_in"] for p in parts), "kept": sum(p["kept"] for p in parts),
+                  "rejected": sum(p["rejected"] for p in parts), "added": sum(p["added"] for p in parts)}
+        stats = StageOutput(None, None).with_stats(stage.merge_stats([p["stats"] for p in parts])).stats
+        counts["reasons"] = reasons
+        schema, scores = _kept_summary(writer.path, len(parts))
+        manifest = self._manifest(
+            fp, [parent.fingerprint], _stage_info(stage, step, pool), counts, time.perf_counter() - start, lineage,
+            stats, schema=schema, scores=scores, executor=runner.describe(),
+        )
+        return writer.finish(manifest, len(parts))
+
+    def _manifest(self, fp, parents, stage_info, counts, seconds, lineage, stats: dict[str, int | float] | None = None,
+                  *, kept=None, schema=None, scores=None, executor: dict | None = None) -> dict[str, Any]:
+        """``kept`` (a table), or its ``schema`` and score summary ``scores`` (a version
+        written block by block, whose rows are not in memory)."""
         m = {
             "fingerprint": fp,
             "parents": parents,
@@ -237,15 +294,42 @@ class Pipeline:
             "recipe": None if self.recipe is None else {"path": self.recipe.path, "sha256": self.recipe.sha256},
             "curate_version": __version__,
             "created": now(),
-            "counts": {"in": rows_in, "kept": len(kept), "rejected": len(rejected), "added": added},
-            "rejections": dict(reasons.most_common()),
+            "counts": {k: counts[k] for k in ("in", "kept", "rejected", "added")},
+            "rejections": dict(counts["reasons"].most_common()),
             "stats": dict(stats or {}),
             "wall_time_s": round(seconds, 3),
-            "columns": {f.name: str(f.type) for f in kept.schema},
-            "scores": score_summary(kept),
+            "columns": {f.name: str(f.type) for f in (kept.schema if kept is not None else schema)},
+            "scores": score_summary(kept) if kept is not None else scores,
+            **({"executor": executor} if executor else {}),
         }
         m["lineage"] = [*lineage, _lineage_entry(m)]
         return m
+
+
+def _counts(rows_in: int, kept, rejected, added: int) -> dict[str, Any]:
+    reasons = Counter(rejected.column("reason").to_pylist()) if len(rejected) else Counter()
+    return {"in": rows_in, "kept": len(kept), "rejected": len(rejected), "added": added, "reasons": reasons}
+
+
+def _stage_info(stage: Stage, step: str, pool: ModelPool) -> dict[str, Any]:
+    """What a manifest records of the step that made it."""
+    return {"name": stage.name, "step": step, "version": stage.version, "config": stage.config.model_dump(mode="json"),
+            **({"models": {m: pool.describe(m) for m in stage.models_used()}} if stage.models_used() else {})}
+
+
+def _kept_summary(folder: Path, blocks: int) -> tuple[Any, dict[str, dict[str, float]]]:
+    """The schema of the kept rows of a version being written (unified over its blocks) and
+    the score summary of their numeric columns, read alone (the texts stay on disk)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = [folder / "data" / f"part-{i:05d}.parquet" for i in range(blocks)]
+    schemas = [pq.read_schema(p) for p in paths]
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    numeric = [f.name for f in schema if f.name != "id" and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+    tables = [pq.read_table(p, columns=[c for c in numeric if c in s.names]) for p, s in zip(paths, schemas)]
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return schema, score_summary(table)
 
 
 def step_names(stages: Sequence[Stage]) -> list[str]:
@@ -264,24 +348,6 @@ def suffixed(names: Sequence[str]) -> list[str]:
         seen[name] += 1
         out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
     return out
-
-
-def check_counts(step: str, rows_in: int, kept, rejected, added: int) -> None:
-    if rows_in + added != len(kept) + len(rejected):
-        raise StageError(
-            f"step '{step}' broke the row invariant: rows in {rows_in} + added {added} != "
-            f"kept {len(kept)} + rejected {len(rejected)}; rows were lost or duplicated"
-        )
-    if len(rejected) and "reason" not in rejected.column_names:
-        raise StageError(f"step '{step}' rejected rows without a 'reason' column")
-
-
-def _with_stage_column(rejected, step: str):
-    import pyarrow as pa
-
-    if "stage" in rejected.column_names:
-        rejected = rejected.drop_columns(["stage"])
-    return rejected.append_column("stage", pa.array([step] * len(rejected), type=pa.string()))
 
 
 def _lineage_entry(m: dict[str, Any]) -> dict[str, Any]:

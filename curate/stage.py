@@ -192,14 +192,19 @@ class StageContext:
             pending = deque(pool.submit(call, b) for b in islice(batches, 2 * self.workers))
             for _ in self.reporter.track(range(total), total=total, description=description):
                 result, caught = pending.popleft().result()
-                for w in caught:  # a worker's warnings are the caller's: raised here, where filters see them
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=_WORKER_WARNINGS)
+                reraise(caught)
                 pending.extend(pool.submit(call, b) for b in islice(batches, 1))
                 yield result
 
 
 # Which worker warnings were shown: Python's "default" action shows each (text, category, line) once.
 _WORKER_WARNINGS: dict = {}
+
+
+def reraise(caught: list[warnings.WarningMessage]) -> None:
+    """A worker's warnings are the caller's: raised here, where filters and tests see them."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=_WORKER_WARNINGS)
 
 
 def _recording_warnings(fn: Callable[[Any], Any], batch: Any) -> tuple[Any, list[warnings.WarningMessage]]:
@@ -217,6 +222,9 @@ class Stage:
     version: ClassVar[str] = "1"  # bump when the same config starts meaning something else
     Config: ClassVar[type[StageConfig]]
     model_refs: ClassVar[tuple[str, ...]] = ()  # config fields that name one of the run's models (`models:`)
+    # Each row's fate (and its new columns) depends on that row alone: the runner may process
+    # the input block by block, in any number of processes or machines, and get the same rows.
+    row_wise: ClassVar[bool] = False
 
     def __init__(self, config: StageConfig | dict | None = None, /, **overrides: Any):
         if isinstance(config, StageConfig) and not overrides:
@@ -234,6 +242,20 @@ class Stage:
 
     def __call__(self, table: pa.Table, ctx: StageContext | None = None) -> StageOutput:
         return self.process(table, ctx or StageContext())
+
+    def is_row_wise(self) -> bool:
+        """Whether this stage, so configured, decides each row from that row alone (``row_wise``;
+        a stage whose config can add a pool-wide decision overrides this)."""
+        return self.row_wise
+
+    def merge_stats(self, parts: list[dict[str, int | float]]) -> dict[str, int | float]:
+        """A row-wise stage's ``stats`` over the whole input from those of its blocks: the
+        sum of each counter (a row-wise stage's stats are counts)."""
+        total: dict[str, int | float] = {}
+        for part in parts:
+            for key, value in part.items():
+                total[key] = total.get(key, 0) + value
+        return total
 
     def dependencies(self, store: Store | None) -> list[str]:
         """Fingerprints of other dataset versions this stage reads (e.g. ``against:``
@@ -369,6 +391,24 @@ def split(
     for name, values in cols.items():
         rejected = rejected.append_column(name, pa.array(values).filter(drop))
     return StageOutput(kept, rejected)
+
+
+def check_counts(step: str, rows_in: int, kept: pa.Table, rejected: pa.Table, added: int) -> None:
+    """The runner's invariant after every step: no row lost or duplicated, every reject has a reason."""
+    if rows_in + added != len(kept) + len(rejected):
+        raise StageError(
+            f"step '{step}' broke the row invariant: rows in {rows_in} + added {added} != "
+            f"kept {len(kept)} + rejected {len(rejected)}; rows were lost or duplicated"
+        )
+    if len(rejected) and "reason" not in rejected.column_names:
+        raise StageError(f"step '{step}' rejected rows without a 'reason' column")
+
+
+def with_stage_column(rejected: pa.Table, step: str) -> pa.Table:
+    """``rejected`` with the step that removed each row (``stage``), as every version keeps it."""
+    if "stage" in rejected.column_names:
+        rejected = rejected.drop_columns(["stage"])
+    return rejected.append_column("stage", pa.array([step] * len(rejected), type=pa.string()))
 
 
 def describe_config(config_cls: type[BaseModel], prefix: str = "") -> list[dict[str, str]]:

@@ -4,9 +4,14 @@ Layout under the store root (``--store``, else ``$CURATE_STORE``, else ``./.cura
 
     versions/<fingerprint>/manifest.json      written last: a version exists iff this exists
     versions/<fingerprint>/data/part-NNNNN.parquet
-    versions/<fingerprint>/rejected.parquet   every row the step removed, with its reason
+    versions/<fingerprint>/rejected.parquet   every row the step removed, with its reason (or,
+                                              for a version written block by block,
+                                              rejected/part-NNNNN.parquet)
     names/<name>.json                         history of fingerprints a name pointed at
     tmp/                                      versions being written (renamed into place)
+    tmp/work/<fingerprint>/                   a version being written block by block: the same
+                                              layout, plus parts/NNNNN.json per finished block;
+                                              kept across a killed run, so the step resumes
     cache/<kind>/, models/, reports/          areas the store hands out (``Store.area``): derived
                                               data a stage caches, trained models, run reports
 
@@ -40,6 +45,9 @@ from urllib.parse import quote, unquote
 from .errors import StoreError, UsageError
 
 SHARD_ROWS = 100_000
+# Rows per Parquet row group: the unit a row-wise step reads, processes and writes at a time
+# (and, on Ray, one task), so memory holds a block, not a version.
+BLOCK_ROWS = 10_000
 # The folders beside versions/ the store hands out (``Store.area``); nothing else writes under the root.
 AREAS = ("cache", "models", "reports")
 MIN_PREFIX = 6
@@ -74,19 +82,63 @@ class Version:
     def shards(self) -> list[Path]:
         return [self.path / s for s in self.manifest["shards"]]
 
-    def table(self):
-        """The kept rows as a pyarrow Table."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        tables = [pq.read_table(p) for p in self.shards()]
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    def table(self, columns: list[str] | None = None):
+        """The kept rows as a pyarrow Table (only ``columns``, when given)."""
+        return _concat([_read(p, columns) for p in self.shards()])
 
     def rejected(self):
         """The rejected rows (with ``reason``, ``detail``, ``stage``) as a pyarrow Table."""
+        parts = self.manifest.get("rejected_shards")
+        return _concat([_read(self.path / p) for p in parts or ["rejected.parquet"]])
+
+    def blocks(self, block_rows: int = BLOCK_ROWS) -> list[Block]:
+        """The kept rows cut into blocks of at most ``block_rows``, in order: each Parquet
+        row group of each shard, sliced. A row-wise step reads, processes and writes one at a
+        time; the cut depends only on the stored files and ``block_rows``, so every executor
+        cuts a version the same way (and a resumed step finds its finished blocks)."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.path / "rejected.parquet")
+        out = []
+        for shard in self.manifest["shards"]:
+            meta = pq.ParquetFile(self.path / shard).metadata
+            for group in range(meta.num_row_groups):
+                rows = meta.row_group(group).num_rows
+                out.extend(Block(shard, group, start, min(block_rows, rows - start))
+                           for start in range(0, rows, block_rows))
+        return out
+
+    def read_block(self, block: Block):
+        """The rows of ``block`` (one row group read, then sliced)."""
+        import pyarrow.parquet as pq
+
+        group = pq.ParquetFile(self.path / block.shard).read_row_group(block.row_group)
+        return group.slice(block.offset, block.rows)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``offset .. offset + rows`` of row group ``row_group`` of ``shard`` (a path in a version)."""
+
+    shard: str
+    row_group: int
+    offset: int
+    rows: int
+
+
+def _read(path: Path, columns: list[str] | None = None):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=columns)
+
+
+def _concat(tables: list):
+    """One table from the parts of a version: a column one part lacks (a block with no rejects
+    has no ``detail`` values) or holds only nulls is unified with the others."""
+    import pyarrow as pa
+
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 class Store:
@@ -131,11 +183,26 @@ class Store:
         shards = []
         for i, start in enumerate(range(0, max(len(kept), 1), shard_rows)):
             name = f"data/part-{i:05d}.parquet"
-            pq.write_table(kept.slice(start, shard_rows), tmp / name, compression="zstd")
+            pq.write_table(kept.slice(start, shard_rows), tmp / name, compression="zstd", row_group_size=BLOCK_ROWS)
             shards.append(name)
         pq.write_table(rejected, tmp / "rejected.parquet", compression="zstd")
         manifest = {**manifest, "shards": shards}
         _write_json(tmp / "manifest.json", manifest)
+        return Version(self._install(tmp, fp), manifest)
+
+    def writer(self, fingerprint: str, fresh: bool = False) -> VersionWriter:
+        """A version written block by block (a row-wise step): its blocks land in
+        ``tmp/work/<fingerprint>/`` and stay there if the run dies, so the next run of the
+        same step skips them. ``fresh`` (``--force``) starts over."""
+        path = self.root / "tmp" / "work" / fingerprint
+        if fresh and path.exists():
+            shutil.rmtree(path)
+        for sub in ("data", "rejected", "parts"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        return VersionWriter(self, fingerprint, path)
+
+    def _install(self, tmp: Path, fp: str) -> Path:
+        """Rename a complete version folder into ``versions/`` (replacing an older one)."""
         final = self._vdir(fp)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # forced recompute: swap in the new one, then drop the old
@@ -145,7 +212,7 @@ class Store:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        return Version(final, manifest)
+        return final
 
     def _sweep_tmp(self) -> None:
         """Remove temp dirs left by runs that died (named ``<fp>.<pid>.<rand>``; pid gone)."""
@@ -247,6 +314,51 @@ class Store:
         close = difflib.get_close_matches(name, names, n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else f"; known: {', '.join(names[:10])}"
         return f"no dataset named '{name}' in {self.root}{hint}"
+
+
+class VersionWriter:
+    """Writes one version block by block (``Store.writer``). Block ``i`` is three files --
+    ``data/part-i.parquet`` (kept), ``rejected/part-i.parquet``, then ``parts/i.json`` (its
+    counts, written last: a block is finished iff its summary exists). Any process that sees
+    the folder (a Ray worker on this machine or on a shared filesystem) may write blocks;
+    ``finish`` writes the manifest and renames the folder into ``versions/``."""
+
+    def __init__(self, store: Store, fingerprint: str, path: Path):
+        self.store, self.fingerprint, self.path = store, fingerprint, path
+
+    def finished(self) -> dict[int, dict[str, Any]]:
+        """Block index -> summary of every block already written."""
+        out = {}
+        for p in (self.path / "parts").glob("*.json"):
+            with contextlib.suppress(json.JSONDecodeError, ValueError):
+                out[int(p.stem)] = json.loads(p.read_text())
+        return out
+
+    def write_block(self, index: int, kept, rejected, summary: dict[str, Any]) -> dict[str, Any]:
+        return write_block(self.path, index, kept, rejected, summary)
+
+    def finish(self, manifest: dict[str, Any], blocks: int) -> Version:
+        """The manifest over ``blocks`` written blocks; the version moves into place."""
+        names = [f"part-{i:05d}.parquet" for i in range(blocks)]
+        manifest = {**manifest, "shards": [f"data/{n}" for n in names], "rejected_shards": [f"rejected/{n}" for n in names]}
+        shutil.rmtree(self.path / "parts", ignore_errors=True)
+        _write_json(self.path / "manifest.json", manifest)
+        return Version(self.store._install(self.path, self.fingerprint), manifest)
+
+
+def write_block(folder: str | os.PathLike, index: int, kept, rejected, summary: dict[str, Any]) -> dict[str, Any]:
+    """One finished block of a version being written in ``folder`` (see ``VersionWriter``):
+    a function of the folder alone, so a worker process writes it without a ``Store``."""
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    name = f"part-{index:05d}.parquet"
+    for sub, table in (("data", kept), ("rejected", rejected)):
+        tmp = folder / sub / f".{name}.{os.getpid()}.tmp"
+        pq.write_table(table, tmp, compression="zstd", row_group_size=BLOCK_ROWS)
+        os.replace(tmp, folder / sub / name)
+    _write_json(folder / "parts" / f"{index:05d}.json", summary, atomic=True)
+    return summary
 
 
 def now() -> str:

@@ -242,6 +242,7 @@ class Confidence(ConfidenceStage):
 
     name = "confidence"
     Config = ConfidenceConfig
+    row_wise = True
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         rows = sft_rows(table, self.name)

@@ -184,6 +184,7 @@ class Decontaminate(Stage):
     name = "decontaminate"
     version = "1"
     Config = DecontaminateConfig
+    row_wise = True
     config: DecontaminateConfig
     model_refs = ("min_k_model",)
 

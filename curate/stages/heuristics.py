@@ -235,6 +235,7 @@ class HeuristicFilter(Stage):
     name = "heuristic_filter"
     version = "1"
     Config = HeuristicFilterConfig
+    row_wise = True
     config: HeuristicFilterConfig
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:

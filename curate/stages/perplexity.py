@@ -156,6 +156,7 @@ class IfdScore(Stage):
 
     name = "ifd_score"
     Config = IfdConfig
+    row_wise = True
     model_refs = ("model",)
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:

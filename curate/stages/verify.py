@@ -81,6 +81,7 @@ class Verify(Stage):
     name = "verify"
     version = "1"
     Config = VerifyConfig
+    row_wise = True
     config: VerifyConfig
 
     def __init__(self, config: Any = None, /, **overrides: Any):
