@@ -76,6 +76,9 @@ def run(
     settings: Annotated[list[str], typer.Option("--set", metavar="STEP.KEY=VALUE", help=(
         "Change one setting of a step, train: or eval: without editing the recipe (repeatable; the value is YAML): "
         "--set heuristic_filter.min_words=30 --set train.max_steps=10"))] = [],  # noqa: B006 (typer reads it)
+    executor: Annotated[Optional[str], typer.Option("--executor", metavar="local|ray", help=(
+        "Where row-wise steps run (default: the recipe's executor:, else local); ray joins $RAY_ADDRESS or "
+        "starts a cluster on this machine. Changes no fingerprint."))] = None,
 ) -> None:
     """Run a recipe: every step's output becomes a versioned dataset, then train: and eval:; prints the funnel."""
     from .recipe import load_recipe, parse_settings
@@ -94,7 +97,8 @@ def run(
         state = "nothing to compute: every step was cached" if result.all_cached else "done"
         out.print(f"{state}; {result.final.num_rows:,} rows in {result.name} ({time.perf_counter() - start:.1f} s)")
 
-    done = r.run(store, force=force, until=until, reporter=reporter, workers=workers or None, on_chain=print_funnel)
+    done = r.run(store, force=force, until=until, reporter=reporter, workers=workers or None, on_chain=print_funnel,
+                 executor=executor)
     if done.finished is not None:
         _print_finished(done.finished)
         out.print(f"fine-tuned and evaluated ({time.perf_counter() - start:.1f} s in all)")

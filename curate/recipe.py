@@ -34,7 +34,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .errors import RecipeError
+from .errors import RecipeError, UsageError
+from .executors import ExecutorConfig
 from .finetune import Finished
 from .pipeline import Pipeline, RecipeInfo, RunResult, step_names
 from .settings import apply_settings, parse_settings, suggest  # noqa: F401 (parse_settings: the CLI reads it here)
@@ -42,7 +43,8 @@ from .stage import RECIPE_DATA, RECIPE_PATHS, Reporter, Stage, merge_settings, v
 from .store import _NAME_RE, Store, Version
 from .train import TrainedModel
 
-TOP_KEYS = ("name", "description", "source", "input", "models", "pipeline", "overrides", "stages", "train", "eval")
+TOP_KEYS = ("name", "description", "source", "input", "models", "pipeline", "overrides", "stages", "train", "eval",
+            "executor")
 PATH_KEYS = ("path",)  # source keys holding paths, resolved against the recipe's folder
 
 Loc = tuple[Any, ...]
@@ -77,6 +79,7 @@ class Recipe:
     models: dict[str, Any] = field(default_factory=dict)
     train: Any = None  # curate.train.TrainConfig: fine-tune on the final version (and the baselines)
     eval: Any = None  # curate.train.EvalConfig: the held-out set every trained model answers
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where row-wise steps run (no fingerprint)
 
     def pipeline(self) -> Pipeline:
         """The chain alone (no ``train:`` / ``eval:``)."""
@@ -84,12 +87,13 @@ class Recipe:
 
     def run(self, store: Store | str | Path | None = None, *, force: bool = False, until: str | None = None,
             reporter: Reporter | None = None, workers: int | None = None,
-            on_chain: Callable[[RunResult], None] | None = None) -> RecipeRun:
+            on_chain: Callable[[RunResult], None] | None = None, executor: str | None = None) -> RecipeRun:
         """The whole job: every step not already stored, then (unless ``until`` stops the
         chain early) fine-tuning on the final version and its baselines and the evaluation of
         every model, as ``curate run`` does. One ``ModelPool`` serves the chain and the
         fine-tuning. ``on_chain`` is called with the chain's result before any training (the
-        CLI prints the funnel then)."""
+        CLI prints the funnel then). ``executor`` (``local`` / ``ray``) replaces the type of the
+        recipe's ``executor:`` and keeps its other settings."""
         from .finetune import finetune_and_evaluate
         from .models import ModelPool
 
@@ -97,7 +101,11 @@ class Recipe:
         pipeline = self.pipeline()
         pool = ModelPool(self.models, reporter=reporter, store=store)
         try:
-            chain = pipeline.run(store, force=force, until=until, reporter=reporter, workers=workers, pool=pool)
+            if executor is not None and executor not in ("local", "ray"):
+                raise UsageError(f"unknown executor {executor!r}; executors are local, ray")
+            run_on = self.executor if executor is None else self.executor.model_copy(update={"type": executor})
+            chain = pipeline.run(store, force=force, until=until, reporter=reporter, workers=workers, pool=pool,
+                                 executor=run_on)
             if on_chain is not None:
                 on_chain(chain)
             if self.train is None or until is not None:
@@ -177,9 +185,28 @@ def load_recipe(path: str | Path, check_inputs: bool = True, settings: Mapping[s
     stages = _stages(data, problems, REGISTRY, PIPELINES, path.parent, RENAMED)
     _check_model_refs(data, stages, data.get("models") if isinstance(data.get("models"), dict) else {}, problems)
     train, evaluation = _training(data, path.parent, problems)
+    run_on = _executor(data, problems)
     problems.raise_if_any()
     return Recipe(path, name, source, stages, hashlib.sha256(text.encode()).hexdigest(), data.get("description") or "",
-                  models, train, evaluation)
+                  models, train, evaluation, run_on)
+
+
+def _executor(data: dict, problems: _Problems) -> ExecutorConfig:
+    """The ``executor:`` section: ``local`` / ``ray``, or ``{type: ray, block_rows: ..., ray: {address: auto}}``."""
+    section = data.get("executor")
+    if section is None:
+        return ExecutorConfig()
+    if isinstance(section, str):
+        section = {"type": section}
+    if not isinstance(section, dict):
+        problems.add(("executor",), "local, ray, or a mapping {type: ray, block_rows: ..., ray: {address: ..., num_cpus: ...}}")
+        return ExecutorConfig()
+    try:
+        return ExecutorConfig(**section)
+    except ValidationError as e:
+        for loc, msg in validation_problems(e, ExecutorConfig):
+            problems.add(("executor", *loc), msg)
+        return ExecutorConfig()
 
 
 def _training(data: dict, base: Path, problems: _Problems) -> tuple[Any, Any]:

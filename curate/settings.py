@@ -1,6 +1,6 @@
 """``--set STEP.KEY=VALUE``: single settings from the command line, put into a recipe's
 data where the YAML would hold them -- a step's config (for a named ``pipeline:``, as an
-``overrides:`` entry), ``train:`` or ``eval:`` -- before it is validated, so they are checked
+``overrides:`` entry), ``train:``, ``eval:`` or ``executor:`` -- before it is validated, so they are checked
 exactly as the file is. Where each one went is remembered, so a problem with it is reported
 against the ``--set`` item, not a line of the file.
 """
@@ -48,10 +48,13 @@ def apply_settings(data: dict, settings: dict[str, Any], problems: Problems) -> 
     for key, value in settings.items():
         section, dot, field_path = key.partition(".")
         if not dot or not field_path:
-            problems.add(("--set",), f"--set {key}: name a step and a key (STEP.KEY), or train.KEY / eval.KEY")
+            problems.add(("--set",), f"--set {key}: name a step and a key (STEP.KEY), or train.KEY / eval.KEY / executor.KEY")
             continue
         *parents, last = field_path.split(".")
-        if section in ("train", "eval"):
+        if section == "executor":  # optional, and often a bare name (executor: ray): it gains a mapping
+            current = data.get("executor")
+            data["executor"] = {"type": current} if isinstance(current, str) else current if isinstance(current, dict) else {}
+        if section in ("train", "eval", "executor"):
             if not isinstance(data.get(section), dict):
                 problems.add((section,), f"--set {key}: the recipe has no {section}: section")
                 continue

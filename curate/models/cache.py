@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +26,20 @@ SQL_VARS = 500  # keys per SELECT ... IN (...), under SQLite's variable limit
 def cache_root(root: str | os.PathLike | None = None) -> Path:
     """Where curate keeps model-call caches and the models it trains (``train-tiny``)."""
     return Path(root or os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate").expanduser()
+
+
+def _wal(conn: sqlite3.Connection, seconds: float = 60.0) -> None:
+    """Switch to WAL mode. Processes opening a new cache at once (Ray tasks of one step) can
+    find it locked: SQLite's busy timeout does not cover this pragma, so it is retried here."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class CallCache:
@@ -47,7 +62,7 @@ class CallCache:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn

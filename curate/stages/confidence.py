@@ -242,7 +242,8 @@ class Confidence(ConfidenceStage):
 
     name = "confidence"
     Config = ConfidenceConfig
-    row_wise = True
+    # Not row-wise: a row's sampled answers (the transformers backend samples a batch with one
+    # generator) depend on the rows batched with it, so a block boundary would change them.
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         rows = sft_rows(table, self.name)
