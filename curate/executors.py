@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import time
 import warnings
 from collections import Counter
@@ -152,6 +153,8 @@ class RayExecutor(Executor):
             env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
             address = self.address or os.environ.get("RAY_ADDRESS")
             options: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "configure_logging": False}
+            if address:
+                _check_reachable(address)
             try:
                 if address:
                     ray.init(address=address, **options)
@@ -160,7 +163,10 @@ class RayExecutor(Executor):
                     self._owned = True
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-                raise UsageError(f"cannot reach {where}: {e}") from None
+                hint = ("; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token here, and its "
+                        "token in ~/.ray/auth_token or RAY_AUTH_TOKEN" if address and address != "auto"
+                        and os.environ.get("RAY_AUTH_MODE") is None else "")
+                raise UsageError(f"cannot reach {where}: {e}{hint}") from None
         if self._remote is None:
             self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_block)
         return ray
@@ -188,6 +194,21 @@ class RayExecutor(Executor):
 
             ray.shutdown()
             self._owned = False
+
+
+def _check_reachable(address: str, seconds: float = 5.0) -> None:
+    """Fail at once, naming the address, when nothing listens at ``host:port`` (Ray itself
+    retries a wrong address for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"Ray address {address!r}: write host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: nothing answers there ({e.strerror or e}); "
+                         "start one with `ray start --head`, or check RAY_ADDRESS / executor.ray.address") from None
 
 
 def executor(config: ExecutorConfig | Executor | str | None) -> Executor:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from curate.store import Store
+
 from .conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
@@ -172,11 +174,22 @@ def test_sigkill_during_a_later_stage_then_rerun_matches_uninterrupted(tmp_path,
     assert "math_sft" not in names, "the run finished before it could be killed; the test proved nothing"
     assert "math_sft/exact_dedup" in names
 
-    # the chain only (--until its last step): the finetune step after it is another test's subject
-    resumed = run_cli("run", RECIPE, "--store", str(killed_store), "--until", "rectify", timeout=1200)
+    # the chain only (--until its last step): the finetune step after it is another test's subject. It resumes
+    # on Ray (a cluster of this machine, started for the run): the row-wise steps are Ray tasks, and every
+    # version is the uninterrupted local run's -- same fingerprints, same rows in the same order, same rejects
+    resumed = run_cli("run", RECIPE, "--store", str(killed_store), "--until", "rectify", "--executor", "ray",
+                      timeout=1200)
     assert resumed.returncode == 0, resumed.stderr
     show = json.loads(run_cli("datasets", "show", "math_sft/rectify", "--json", "--store", str(killed_store)).stdout)
     assert show["fingerprint"] == final
+    for step in ("heuristic_filter", "decontaminate", "verify", "rectify"):
+        on_ray, local = Store(killed_store).resolve(f"math_sft/{step}"), Store(clean_store).resolve(f"math_sft/{step}")
+        assert on_ray.fingerprint == local.fingerprint
+        assert on_ray.table().column("id").to_pylist() == local.table().column("id").to_pylist()
+        assert (on_ray.rejected().select(["id", "reason", "detail"]).to_pylist()
+                == local.rejected().select(["id", "reason", "detail"]).to_pylist())
+        assert on_ray.manifest["stats"] == local.manifest["stats"]
+    assert Store(killed_store).resolve("math_sft/verify").manifest["executor"]["type"] == "ray"
     # every later step was computed, but the reference LM was not asked again: its answers are cached on disk
     scored = json.loads(run_cli("datasets", "show", "math_sft/decontaminate", "--json", "--store",
                                 str(killed_store)).stdout)["counts"]["kept"]

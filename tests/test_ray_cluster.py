@@ -1,0 +1,85 @@
+"""The multi-node path: a cluster started with ``ray start --head`` (its own processes, as on
+a real head node), a recipe run against it through ``RAY_ADDRESS``, the cluster stopped at
+the end. The versions are the local run's."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curate.store import Store
+
+from .conftest import run_cli
+
+pytest.importorskip("ray", reason="the cluster test needs curate[ray]")
+pytestmark = pytest.mark.slow
+
+RECIPE = """
+name: clustered
+source: {type: champ, include_model_solutions: true, limit_problems: 60}
+executor: {type: local, block_rows: 1000}
+stages:
+  - exact_dedup
+  - heuristic_filter
+  - decontaminate: {eval_sets: [%s]}
+  - verify
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A head node on a free local port (2 CPUs, no dashboard); stopped, with its processes, at
+    the end. Ray's default token authentication stays on: a driver naming the address sets
+    RAY_AUTH_MODE=token and finds the token ``ray start`` wrote (~/.ray/auth_token)."""
+    ray = str(Path(sys.executable).parent / "ray")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    started = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                              "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_a_recipe_runs_on_a_cluster_started_with_ray_start_to_the_local_versions(cluster, tmp_path):
+    heldout = Path(__file__).resolve().parents[1] / "pipelines" / "data" / "champ_heldout.jsonl"
+    recipe = tmp_path / "clustered.yaml"
+    recipe.write_text(RECIPE % heldout)
+    on_cluster = run_cli("run", str(recipe), "--store", str(tmp_path / "ray"), "--executor", "ray",
+                         env={"RAY_ADDRESS": cluster, "RAY_AUTH_MODE": "token"}, timeout=600)
+    assert on_cluster.returncode == 0, on_cluster.stderr
+    local = run_cli("run", str(recipe), "--store", str(tmp_path / "local"), timeout=600)
+    assert local.returncode == 0, local.stderr
+
+    for step in ("heuristic_filter", "decontaminate", "verify"):
+        a, b = Store(tmp_path / "ray").resolve(f"clustered/{step}"), Store(tmp_path / "local").resolve(f"clustered/{step}")
+        assert a.manifest["executor"] == {"type": "ray", "block_rows": 1000}  # made by the cluster's tasks
+        assert a.fingerprint == b.fingerprint and a.num_rows == b.num_rows
+        assert a.table().column("id").to_pylist() == b.table().column("id").to_pylist()
+        assert a.rejected().select(["id", "reason", "detail"]).to_pylist() == b.rejected().select(
+            ["id", "reason", "detail"]).to_pylist()
+        assert a.manifest["stats"] == b.manifest["stats"] and a.manifest["rejections"] == b.manifest["rejections"]
+    assert Store(tmp_path / "ray").resolve("clustered").num_rows > 100
+
+
+def test_a_wrong_cluster_address_fails_at_once_with_the_address(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsource: {type: champ, limit_problems: 2}\nstages: [heuristic_filter]\n")
+    port = free_port()  # nothing listens there
+    out = run_cli("run", str(recipe), "--store", str(tmp_path / "s"), "--executor", "ray",
+                  env={"RAY_ADDRESS": f"127.0.0.1:{port}"}, timeout=180)
+    assert out.returncode != 0
+    assert f"127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
