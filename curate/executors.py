@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import CurateError, StageError, UsageError
 from .fingerprint import hash_parts
-from .stage import Reporter, Stage, StageContext, check_counts, reraise, with_stage_column
+from .stage import Decision, Reporter, Stage, StageContext, StageOutput, check_counts, reraise, with_stage_column
 from .store import BLOCK_ROWS, Block, Store, Version, write_block
 
 # What a Ray worker needs of the driver's environment (a cluster's workers start with the
@@ -75,12 +75,18 @@ class BlockTask:
     store_root: str
     models: dict[str, Any]  # name -> spec, of the models the stage calls
     cache_root: str | None = None
+    mode: str = "process"  # "score": the stage's row-wise scores only (``Stage.score``), nothing rejected
 
-    def run(self, index: int, block: Block, ctx: StageContext) -> dict[str, Any]:
-        """Process ``block`` and write it as block ``index``; its summary (counts, reasons, stats)."""
+    def run(self, index: int, block: Block, ctx: StageContext, part: Decision | None = None) -> dict[str, Any]:
+        """Process ``block`` -- or, for a stage that decided over the whole input, apply
+        ``part``, the slice of its decision about these rows -- and write it as block
+        ``index``; its summary (counts, reasons, stats)."""
         table = self.parent.read_block(block)
         try:
-            out = self.stage.process(table, ctx)
+            if self.mode == "score":
+                out = StageOutput(self.stage.score(table, ctx), table.slice(0, 0))
+            else:
+                out = self.stage.process(table, ctx) if part is None else part.apply(table)
         except CurateError:
             raise
         except Exception as e:  # a stage bug or bad data: say which step and rows, keep the cause
@@ -109,10 +115,13 @@ class Executor:
         """What a manifest records of how its version was made (never part of a fingerprint)."""
         return {"type": self.name, "block_rows": self.block_rows}
 
-    def run_blocks(self, task: BlockTask, todo: list[tuple[int, Block]], ctx: StageContext) -> Iterator[tuple[int, dict]]:
-        """Process each ``(index, block)``; yields ``(index, summary)`` as blocks finish."""
+    def run_blocks(self, task: BlockTask, todo: list[tuple[int, Block]], ctx: StageContext,
+                   parts: dict[int, Decision] | None = None) -> Iterator[tuple[int, dict]]:
+        """Process each ``(index, block)`` (with ``parts[index]``, its slice of a decision,
+        when the stage decided over the whole input); yields ``(index, summary)`` as blocks finish."""
+        parts = parts or {}
         for index, block in ctx.reporter.track(todo, total=len(todo), description=f"{task.step}: {len(todo):,} blocks"):
-            yield index, task.run(index, block, ctx)
+            yield index, task.run(index, block, ctx, parts.get(index))
 
     def close(self) -> None:
         pass
@@ -171,9 +180,12 @@ class RayExecutor(Executor):
             self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_block)
         return ray
 
-    def run_blocks(self, task: BlockTask, todo: list[tuple[int, Block]], ctx: StageContext) -> Iterator[tuple[int, dict]]:
+    def run_blocks(self, task: BlockTask, todo: list[tuple[int, Block]], ctx: StageContext,
+                   parts: dict[int, Decision] | None = None) -> Iterator[tuple[int, dict]]:
         ray = self._start()
-        pending = {self._remote.remote(task, index, block): (index, block) for index, block in todo}
+        parts = parts or {}
+        shared = ray.put(task)  # sent to the object store once, not with every block
+        pending = {self._remote.remote(shared, index, block, parts.get(index)): (index, block) for index, block in todo}
         description = f"{task.step} on ray: {len(todo):,} blocks"
         for _ in ctx.reporter.track(range(len(todo)), total=len(todo), description=description):
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -251,7 +263,7 @@ def _worker_pool(task: BlockTask) -> Any:
     return _WORKER_POOL[1]
 
 
-def _ray_block(task: BlockTask, index: int, block: Block) -> dict[str, Any]:
+def _ray_block(task: BlockTask, index: int, block: Block, part: Decision | None = None) -> dict[str, Any]:
     """One block in a Ray worker: its summary, the warnings it raised and the model calls it made."""
     pool = _worker_pool(task) if task.models else None
     for model in (pool.used().values() if pool else ()):
@@ -262,7 +274,7 @@ def _ray_block(task: BlockTask, index: int, block: Block) -> dict[str, Any]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            out["summary"] = task.run(index, block, ctx)
+            out["summary"] = task.run(index, block, ctx, part)
         except Exception as e:  # sent back as text: the driver raises it with the step's name
             out["error"] = str(e) if isinstance(e, CurateError) else f"step '{task.step}': {type(e).__name__}: {e}"
     out["seconds"] = time.perf_counter() - start

@@ -10,7 +10,9 @@ that was written, and ends at the same final fingerprint.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from ._version import __version__
@@ -178,7 +181,7 @@ class Pipeline:
                     stats.append(StepStat.from_manifest(version.manifest, cached=True))
                     reporter.log(f"{step}: cached ({fp})")
                 else:
-                    if stage.is_row_wise() and parent.num_rows:
+                    if (stage.is_row_wise() or stage.decides()) and parent.num_rows:
                         version = self._compute_blocks(store, stage, step, fp, parent, lineage, context(step), pool,
                                                        run_on, force)
                     else:
@@ -246,41 +249,78 @@ class Pipeline:
         return store.write_version(out.kept, rejected, manifest), out.kept
 
     def _compute_blocks(self, store, stage, step, fp, parent, lineage, ctx, pool, run_on, force) -> Version:
-        """A row-wise step, block by block (``curate.executors``): each block's rows are
-        read, processed and written before the next, by this process or by Ray tasks; the
-        blocks a killed run finished are kept and skipped."""
+        """A row-wise step, or one that decides from a few columns (``Stage.decide``, after
+        scoring block by block with ``Stage.score``), block by block (``curate.executors``):
+        each block's rows are read, processed (or put past the decision) and written before
+        the next, by this process or by Ray tasks; the blocks a killed run finished are kept
+        and skipped."""
         start = time.perf_counter()
-        writer = store.writer(fp, fresh=force)
-        blocks = parent.blocks(run_on.block_rows)
-        done = {i: s for i, s in writer.finished().items()
-                if i < len(blocks) and s.get("block") == dataclasses.asdict(blocks[i])}
-        if len(done) < len(writer.finished()):  # written with another cut of the input: start over
-            writer = store.writer(fp, fresh=True)
-            done = {}
-        if done:
-            ctx.reporter.log(f"{step}: resuming: {len(done):,} of {len(blocks):,} blocks already written")
-        todo = [(i, b) for i, b in enumerate(blocks) if i not in done]
-        used = stage.models_used()
-        specs = {m: pool.spec(m) for m in used}
+        specs = {m: pool.spec(m) for m in stage.models_used()}
         portable = all(isinstance(s, BaseModel) for s in specs.values())  # a model object cannot travel
         runner = run_on if portable else LocalExecutor(run_on.block_rows)
-        task = BlockTask(stage, step, parent, str(writer.path), str(store.root), specs, pool.cache_root)
-        for index, summary in runner.run_blocks(task, todo, ctx):
-            done[index] = summary
-        parts = [done[i] for i in range(len(blocks))]
+
+        def task(source: Version, folder: Path, mode: str = "process") -> BlockTask:
+            return BlockTask(stage, step, source, str(folder), str(store.root), specs, pool.cache_root, mode)
+
+        source, scratch = parent, None
+        if stage.scores():  # 1. the scores, block by block, into a scratch version beside the step's own
+            scratch = store.writer(f"{fp}.scored", fresh=force)
+            if (scratch.path / "manifest.json").is_file():
+                source = Version(scratch.path, json.loads((scratch.path / "manifest.json").read_text()))
+            else:
+                blocks = parent.blocks(run_on.block_rows)
+                summaries = self._write_blocks(scratch, task(parent, scratch.path, "score"), blocks, runner, ctx, step)
+                schema, _ = _kept_summary(scratch.path, len(summaries))
+                source = scratch.finish({"fingerprint": f"{fp}.scored", "columns": {f.name: str(f.type) for f in schema},
+                                         "counts": {"kept": parent.num_rows}}, len(summaries), install=False)
+        writer = store.writer(fp, fresh=force)
+        blocks = source.blocks(run_on.block_rows)
+        parts, decided = None, None
+        if stage.decides():  # 2. decide from the columns it needs; 3. stream every block past the decision
+            try:
+                decided = stage.decide(source, ctx)
+            except CurateError:
+                raise
+            except Exception as e:
+                raise StageError(f"step '{step}' ({stage.name}) failed: {type(e).__name__}: {e}") from e
+            starts = np.cumsum([0, *(b.rows for b in blocks)])
+            parts = {i: decided.slice(int(starts[i]), b.rows) for i, b in enumerate(blocks)}
+        summaries = self._write_blocks(writer, task(source, writer.path), blocks, runner, ctx, step, parts)
         reasons: Counter[str] = Counter()
-        for p in parts:
+        for p in summaries:
             reasons.update(p["reasons"])
-        counts = {"in": sum(p["rows_in"] for p in parts), "kept": sum(p["kept"] for p in parts),
-                  "rejected": sum(p["rejected"] for p in parts), "added": sum(p["added"] for p in parts)}
-        stats = StageOutput(None, None).with_stats(stage.merge_stats([p["stats"] for p in parts])).stats
-        counts["reasons"] = reasons
-        schema, scores = _kept_summary(writer.path, len(parts))
+        counts = {"in": sum(p["rows_in"] for p in summaries), "kept": sum(p["kept"] for p in summaries),
+                  "rejected": sum(p["rejected"] for p in summaries), "added": sum(p["added"] for p in summaries),
+                  "reasons": reasons}
+        if decided is not None:
+            stats = StageOutput(None, None).with_stats(decided.stats or {}).stats
+        else:
+            stats = StageOutput(None, None).with_stats(stage.merge_stats([p["stats"] for p in summaries])).stats
+        schema, scores = _kept_summary(writer.path, len(summaries))
         manifest = self._manifest(
             fp, [parent.fingerprint], _stage_info(stage, step, pool), counts, time.perf_counter() - start, lineage,
             stats, schema=schema, scores=scores, executor=runner.describe(),
         )
-        return writer.finish(manifest, len(parts))
+        version = writer.finish(manifest, len(summaries))
+        if scratch is not None:
+            shutil.rmtree(scratch.path, ignore_errors=True)
+        return version
+
+    @staticmethod
+    def _write_blocks(writer, task, blocks, runner, ctx, step, parts=None) -> list[dict[str, Any]]:
+        """Every block of ``blocks`` written by ``task`` through ``runner``, those a killed run
+        finished skipped; the summaries in block order."""
+        done = {i: s for i, s in writer.finished().items()
+                if i < len(blocks) and s.get("block") == dataclasses.asdict(blocks[i])}
+        if len(done) < len(writer.finished()):  # written with another cut of the input: start over
+            writer.clear()
+            done = {}
+        if done:
+            ctx.reporter.log(f"{step}: resuming: {len(done):,} of {len(blocks):,} blocks already written")
+        todo = [(i, b) for i, b in enumerate(blocks) if i not in done]
+        for index, summary in runner.run_blocks(task, todo, ctx, parts and {i: parts[i] for i, _ in todo}):
+            done[index] = summary
+        return [done[i] for i in range(len(blocks))]
 
     def _manifest(self, fp, parents, stage_info, counts, seconds, lineage, stats: dict[str, int | float] | None = None,
                   *, kept=None, schema=None, scores=None, executor: dict | None = None) -> dict[str, Any]:

@@ -88,6 +88,11 @@ def texts(table: pa.Table, field: str) -> list[str]:
     )
 
 
+def text_columns(field: str) -> list[str]:
+    """The columns ``texts(table, field)`` reads (so a stage can read only those)."""
+    return ["messages"] if field in ("prompt", "response", "conversation") else [field]
+
+
 def default_text_field(table: pa.Table) -> str:
     """``response`` for SFT rows (what the model learns to produce), ``text`` otherwise."""
     return "response" if shape_of(table) == "sft" else "text"

@@ -24,6 +24,7 @@ from functools import partial
 from itertools import islice
 from typing import Annotated, Any, ClassVar, NamedTuple, Protocol, Union
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_serializer
@@ -117,6 +118,70 @@ class StageOutput(_Output):
         out = StageOutput(*self)
         out.stats = {k: int(v) if isinstance(v, numbers.Integral) else round(float(v), 4) for k, v in stats.items()}
         return out
+
+
+class Rows(Protocol):
+    """The input of a stage that decides over the whole pool (``Stage.decide``) without
+    holding it: a ``pyarrow.Table`` (``TableRows``) or a stored version (``curate.store.Version``),
+    read a few columns and a batch at a time."""
+
+    num_rows: int
+
+    @property
+    def column_names(self) -> list[str]: ...
+
+    def column(self, name: str) -> pa.ChunkedArray: ...
+
+    def scan(self, columns: list[str], batch_rows: int) -> Iterator[pa.Table]: ...
+
+
+class TableRows:
+    """A table in memory as ``Rows``."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self.num_rows = table.num_rows
+
+    @property
+    def column_names(self) -> list[str]:
+        return self.table.column_names
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        return self.table.column(name)
+
+    def scan(self, columns: list[str], batch_rows: int) -> Iterator[pa.Table]:
+        part = self.table.select(columns)
+        for start in range(0, self.num_rows, batch_rows):
+            yield part.slice(start, batch_rows)
+
+
+@dataclass
+class Decision:
+    """What a stage that looks at the whole pool decided for each of its rows, apart from the
+    rows themselves (``Stage.decide``): which to keep, each rejected row's reason and detail,
+    columns added to every row and columns only rejected rows get. ``apply`` turns a slice of
+    it and the matching rows into the stage's output, so the rows can stream past a decision
+    made from a few columns."""
+
+    keep: np.ndarray  # bool, one per row
+    reason: pa.Array | str
+    detail: pa.Array | None = None
+    columns: dict[str, pa.Array] = field(default_factory=dict)
+    extra: dict[str, pa.Array] = field(default_factory=dict)
+    stats: dict[str, int | float] | None = None
+
+    def slice(self, start: int, rows: int) -> Decision:
+        def cut(a: Any) -> Any:
+            return a if a is None or isinstance(a, str) else a[start : start + rows]
+        return Decision(self.keep[start : start + rows], cut(self.reason), cut(self.detail),
+                        {k: cut(v) for k, v in self.columns.items()}, {k: cut(v) for k, v in self.extra.items()})
+
+    def apply(self, table: pa.Table) -> StageOutput:
+        """The output for ``table``, the rows this decision (or slice of one) is about."""
+        if len(table) != len(self.keep):
+            raise StageError(f"a decision about {len(self.keep):,} rows applied to {len(table):,}")
+        out = split(with_columns(table, self.columns), self.keep.tolist(), self.reason, self.detail, self.extra)
+        return out.with_stats(self.stats) if self.stats else out
 
 
 class Reporter:
@@ -238,10 +303,38 @@ class Stage:
             raise RecipeError(config_problems(e, self.name, self.Config)) from None
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+        if self.scores():
+            table = self.score(table, ctx)
+        if self.decides():
+            return self.decide(TableRows(table), ctx).apply(table)
         raise NotImplementedError(f"stage {self.name} does not implement process()")
 
     def __call__(self, table: pa.Table, ctx: StageContext | None = None) -> StageOutput:
         return self.process(table, ctx or StageContext())
+
+    def decide(self, rows: Rows, ctx: StageContext) -> Decision:
+        """A stage that decides over the whole pool from a few columns (dedup's hashes and
+        signatures) implements this instead of ``process``: it reads ``rows`` (a table, or a
+        stored version read column by column) and says what happens to each row; the
+        runner then streams the rows past the decision block by block, so the texts are
+        never all in memory. ``process`` is then ``decide`` applied to the table."""
+        raise NotImplementedError
+
+    def score(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        """A stage whose scores are row-wise but whose decision needs the whole pool's
+        scores (percentiles, buckets) implements this and ``decide``: ``score`` adds its
+        columns to a block of rows, ``decide`` reads the scored rows (a few columns) and
+        decides. The runner scores block by block (on Ray: a task per block), decides, then
+        streams the scored rows past the decision; ``process`` is the three on one table."""
+        raise NotImplementedError
+
+    def scores(self) -> bool:
+        """Whether this stage implements ``score`` (its scoring may run block by block)."""
+        return type(self).score is not Stage.score
+
+    def decides(self) -> bool:
+        """Whether this stage implements ``decide`` (and the runner may stream its rows)."""
+        return type(self).decide is not Stage.decide
 
     def is_row_wise(self) -> bool:
         """Whether this stage, so configured, decides each row from that row alone (``row_wise``;

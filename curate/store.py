@@ -91,6 +91,37 @@ class Version:
         parts = self.manifest.get("rejected_shards")
         return _concat([_read(self.path / p) for p in parts or ["rejected.parquet"]])
 
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.manifest["columns"])
+
+    def column(self, name: str):
+        """One column of the kept rows, read alone."""
+        return self.table(columns=[name]).column(name)
+
+    def scan(self, columns: list[str], batch_rows: int) -> Iterator[Any]:
+        """The kept rows' ``columns`` as consecutive tables of exactly ``batch_rows`` rows
+        (the last may be shorter), across shard and row-group boundaries: what a stage
+        deciding over the whole version reads, one batch in memory at a time
+        (``curate.stage.Rows``)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pending: list = []
+        held = 0
+        for shard in self.shards():
+            pf = pq.ParquetFile(shard, pre_buffer=False)  # pre-buffering would keep every chunk read
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+                pending.append(pa.Table.from_batches([batch]))
+                held += batch.num_rows
+                while held >= batch_rows:
+                    table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+                    yield table.slice(0, batch_rows)
+                    rest = table.slice(batch_rows)
+                    pending, held = ([rest] if len(rest) else []), len(rest)
+        if held:
+            yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+
     def blocks(self, block_rows: int = BLOCK_ROWS) -> list[Block]:
         """The kept rows cut into blocks of at most ``block_rows``, in order: each Parquet
         row group of each shard, sliced. A row-wise step reads, processes and writes one at a
@@ -337,12 +368,21 @@ class VersionWriter:
     def write_block(self, index: int, kept, rejected, summary: dict[str, Any]) -> dict[str, Any]:
         return write_block(self.path, index, kept, rejected, summary)
 
-    def finish(self, manifest: dict[str, Any], blocks: int) -> Version:
-        """The manifest over ``blocks`` written blocks; the version moves into place."""
+    def clear(self) -> None:
+        """Drop every written block (they were cut from another input)."""
+        for sub in ("data", "rejected", "parts"):
+            shutil.rmtree(self.path / sub, ignore_errors=True)
+            (self.path / sub).mkdir(parents=True)
+
+    def finish(self, manifest: dict[str, Any], blocks: int, install: bool = True) -> Version:
+        """The manifest over ``blocks`` written blocks; the version moves into place (or,
+        ``install=False``, a scratch version a step reads back, stays where it is)."""
         names = [f"part-{i:05d}.parquet" for i in range(blocks)]
         manifest = {**manifest, "shards": [f"data/{n}" for n in names], "rejected_shards": [f"rejected/{n}" for n in names]}
         shutil.rmtree(self.path / "parts", ignore_errors=True)
         _write_json(self.path / "manifest.json", manifest)
+        if not install:
+            return Version(self.path, manifest)
         return Version(self.store._install(self.path, self.fingerprint), manifest)
 
 

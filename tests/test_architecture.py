@@ -30,7 +30,9 @@ ALLOWED = {
     "train": CORE | {"models", "sources"},
     "finetune": CORE | {"train", "evaluate", "models"},
     "evaluate": CORE | {"algorithms", "models", "sources"},
-    "pipeline": CORE | {"models"},
+    # where streamed steps run: core, and the models layer (a Ray worker builds its own pool)
+    "executors": CORE | {"models"},
+    "pipeline": CORE | {"models", "executors"},
     "versions": CORE | {"card"},
     "card": CORE,
     "report": CORE | {"pipeline"},

@@ -123,12 +123,26 @@ def check_select_target(figures: dict, folder: Path) -> None:
     assert list((folder / "bench").glob("select_base*.npz")), "the embeddings are cached in CURATE_BENCH_CACHE"
 
 
+def smoke_scale(folder: Path, request) -> list[str]:
+    # 1,000 and 3,000 documents from 300 files, blocks of 500 rows: both executors, both sizes
+    return ["--docs", "1000,3000", "--max-files", "300", "--block-rows", "500", "--workers", "2"]
+
+
+def check_scale(figures: dict, folder: Path) -> None:
+    assert figures["errors"] is None and figures["docs"] == 3000
+    positive(figures, "local_docs_per_s", "ray_docs_per_s", "local_peak_rss_mb", "ray_peak_rss_mb", "time_exponent")
+    assert figures["same_kept_ids"] is True and figures["same_fingerprint"] is True
+    assert {(r["size"], r["executor"]) for r in figures["runs"]} == {(n, e) for n in (1000, 3000) for e in ("local", "ray")}
+    assert all(r["processes"] > 2 for r in figures["runs"] if r["executor"] == "ray")  # the cluster's processes counted
+
+
 # Started in this order; lm_scoring last, so that the others run while the session's tiny LM
 # trains (when no earlier test has trained it yet).
 SMOKE = {
     "rerun.py": (smoke_rerun, check_rerun),
     "dedup.py": (smoke_dedup, check_dedup),
     "select_target.py": (smoke_select_target, check_select_target),
+    "scale.py": (smoke_scale, check_scale),
     "lm_scoring.py": (smoke_lm_scoring, check_lm_scoring),
 }
 TIMEOUT_S = 600  # per run, from its start

@@ -20,6 +20,7 @@ from curate import Pipeline, Store
 from curate.executors import ExecutorConfig
 from curate.models import ModelPool
 from curate.sources import SOURCES
+from curate.stage import Stage
 from curate.stages import REGISTRY, Verify
 
 ray = pytest.importorskip("ray", reason="the ray executor's tests need curate[ray]")
@@ -66,12 +67,15 @@ def ray_cluster():
     ray.shutdown()
 
 
-def champ_input(store: Store) -> None:
+def champ_input(store: Store, block_rows: int = BLOCK) -> None:
     """``input``: real CHAMP solutions of 8 problems by 3 models under 5 prompt settings, with
-    verify's columns (difficulty reads ``verified``), in ``store``."""
+    verify's columns (difficulty reads ``verified``), in ``store``; verify is row-wise, so the
+    version is one Parquet file per block of ``block_rows``: a stage reading it must read
+    across files."""
     source = SOURCES["champ"](limit_problems=8, models=["GPT-3.5", "GPT-4", "PaLM 2 Medium"],
                               prompt_settings=["0-Shot", "5-Shot", "1/3 Soln", "2/3 Soln", "No C w/ H"])
-    Pipeline([Verify(drop_unverified=False, drop_unknown=False)], source, name="input").run(store)
+    Pipeline([Verify(drop_unverified=False, drop_unknown=False)], source, name="input").run(
+        store, executor=ExecutorConfig(block_rows=block_rows))
 
 
 def run_stage(name: str, store: Store, lm: Path, cache: Path, executor: ExecutorConfig):
@@ -107,18 +111,25 @@ def test_a_stage_gives_the_same_version_locally_and_on_ray(name, ray_cluster, ti
     local, on_ray = stores["local"], stores["ray"]
     assert local["counts"]["in"] > 3 * BLOCK  # several blocks, so a row-wise stage really is split
     assert on_ray == local
-    if REGISTRY[name].row_wise:  # the Ray run's blocks were written by Ray tasks
+    if name in STREAMED:  # the Ray run's blocks were written by Ray tasks
         version = Store(tmp_path / "ray").resolve("out")
         assert version.manifest["executor"]["type"] == "ray"
         assert len(version.manifest["shards"]) > 1
 
 
-@pytest.mark.parametrize("name", sorted(n for n, cls in REGISTRY.items() if cls.row_wise))
-def test_a_row_wise_stage_gives_the_same_rows_at_any_block_size(name, tiny_lm, tmp_path):
+STREAMED = sorted(n for n, cls in REGISTRY.items() if cls.row_wise or cls.decide is not Stage.decide)
+
+
+def test_the_stages_that_stream_are_the_row_wise_ones_and_the_dedups():
+    assert {"heuristic_filter", "verify", "decontaminate", "ifd_score", "exact_dedup", "minhash_dedup"} <= set(STREAMED)
+
+
+@pytest.mark.parametrize("name", STREAMED)
+def test_a_streamed_stage_gives_the_same_rows_at_any_block_size(name, tiny_lm, tmp_path):
     results = []
     for block_rows in (7, 10_000):
         store = Store(tmp_path / str(block_rows))
-        champ_input(store)
+        champ_input(store, block_rows)
         results.append(outcome(run_stage(name, store, tiny_lm, tmp_path / f"cache_{block_rows}",
                                          ExecutorConfig(block_rows=block_rows))))
     small, whole = results

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import unicodedata
 
+import numpy as np
 import pyarrow as pa
 import xxhash
 
-from ..records import default_text_field, texts
-from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+from ..records import default_text_field, text_columns, texts
+from ..stage import Decision, Rows, Stage, StageConfig, StageContext
+
+BATCH_ROWS = 10_000  # rows read at a time
 
 
 class ExactDedupConfig(StageConfig):
@@ -47,17 +50,20 @@ class ExactDedup(Stage):
             text = " ".join(text.split())  # str.split() knows every Unicode space; 20x faster than re
         return text
 
-    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
-        field = self.config.field or default_text_field(table)
-        ids = table.column("id").to_pylist()
+    def decide(self, rows: Rows, ctx: StageContext) -> Decision:
+        """Reads the ids and the hashed field only, a batch at a time; memory is one hash
+        and id per distinct text."""
+        field = self.config.field or default_text_field(rows)
         first: dict[bytes, str] = {}
         keep, duplicate_of, detail = [], [], []
-        rows = ctx.reporter.track(zip(ids, texts(table, field)), total=len(ids), description="exact_dedup")
-        for row_id, text in rows:
-            key = xxhash.xxh3_128_digest(self.normalize(text).encode())
-            kept_id = first.setdefault(key, row_id)
-            is_first = kept_id == row_id
-            keep.append(is_first)
-            duplicate_of.append(None if is_first else kept_id)
-            detail.append(None if is_first else f"same normalised {field} as {kept_id}")
-        return split(table, keep, "exact_duplicate", detail, {"duplicate_of": duplicate_of})
+        batches = rows.scan(["id", *text_columns(field)], BATCH_ROWS)
+        for batch in ctx.reporter.track(batches, total=-(-rows.num_rows // BATCH_ROWS), description="exact_dedup"):
+            for row_id, text in zip(batch.column("id").to_pylist(), texts(batch, field)):
+                key = xxhash.xxh3_128_digest(self.normalize(text).encode())
+                kept_id = first.setdefault(key, row_id)
+                is_first = kept_id == row_id
+                keep.append(is_first)
+                duplicate_of.append(None if is_first else kept_id)
+                detail.append(None if is_first else f"same normalised {field} as {kept_id}")
+        return Decision(np.array(keep, dtype=bool), "exact_duplicate", pa.array(detail, pa.string()),
+                        extra={"duplicate_of": pa.array(duplicate_of, pa.string())})

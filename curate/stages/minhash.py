@@ -29,6 +29,7 @@ duplicates of those are ``exact_dedup``'s job).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from functools import partial
 from typing import Literal
 
@@ -39,8 +40,8 @@ from pydantic import Field, model_validator
 from ..algorithms import lsh
 from ..errors import StageError
 from ..fingerprint import hash_parts
-from ..records import default_text_field, texts
-from ..stage import Stage, StageConfig, StageContext, StageOutput, check_keep_policy, split
+from ..records import default_text_field, text_columns, texts
+from ..stage import Decision, Rows, Stage, StageConfig, StageContext, TableRows, check_keep_policy
 from ..store import Store
 
 
@@ -117,37 +118,40 @@ class MinhashDedup(Stage):
             raise StageError("minhash_dedup: 'against' needs a store to resolve its references")
         return [store.resolve(ref).fingerprint for ref in self.config.against]
 
-    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+    def decide(self, rows: Rows, ctx: StageContext) -> Decision:
+        """Reads the texts twice, a batch at a time -- for the signatures, then for the
+        candidate rows to verify -- and the ids; memory is the signatures (num_perm x 4
+        bytes a row) and band hashes, not the texts."""
         c = self.config
-        field = c.field or default_text_field(table)
-        n = len(table)
-        sources = [(table, field)]  # ours first; rows of `against` versions follow
-        sig, valid = signatures_of(table, field, c, ctx, self.name)
-        sigs, valids = [sig], [valid]
+        field = c.field or default_text_field(rows)
+        n = rows.num_rows
+        sig, valid = fill_signatures(_text_batches(rows, field, c.batch_size), n, c, ctx, self.name)
+        sigs, valids, refs = [sig], [valid], []  # ours first; rows of `against` versions follow
         for ref in c.against:
             ref_table, ref_sig, ref_valid = self._reference(ref, ctx)
-            sources.append((ref_table, c.field or default_text_field(ref_table)))
+            refs.append((ref_table, c.field or default_text_field(ref_table)))
             sigs.append(ref_sig)
             valids.append(ref_valid)
         sig, valid = (sigs[0], valids[0]) if len(sigs) == 1 else (np.vstack(sigs), np.concatenate(valids))
 
-        bands, rows = c.banding()
-        pairs = lsh.candidate_pairs(lsh.band_hashes(sig, bands, rows), valid)
+        bands, band_rows = c.banding()
+        pairs = lsh.candidate_pairs(lsh.band_hashes(sig, bands, band_rows), valid)
         pairs = pairs[pairs[:, 0] < n]  # pairs are sorted (i < j): this drops pairs of two reference rows
-        pairs = verified_pairs(pairs, sig, c, partial(_texts_at, sources), ctx)
+        pairs = verified_pairs(pairs, sig, c, _TextsAt(_text_batches(rows, field, c.batch_size), n, refs), ctx)
         labels = lsh.components(len(sig), pairs)
-        kept_of = _survivors(labels, n, table, field, c)[labels[:n]]
+        kept_of = _survivors(labels, n, rows, field, c)[labels[:n]]
 
-        all_ids = [i for t, _ in sources for i in t.column("id").to_pylist()]
-        cluster_ids = [all_ids[k] for k in kept_of]
+        all_ids = rows.column("id").to_pylist() + [i for t, _ in refs for i in t.column("id").to_pylist()]
+        cluster_ids = pa.array([all_ids[k] for k in kept_of], pa.string())
         is_kept = kept_of == np.arange(n)
         jac = lsh.estimated_jaccard(sig, np.stack([np.arange(n), kept_of], axis=1))
-        del sig, sigs, pairs, labels  # the split below copies the kept rows: make room first
+        del sig, sigs, pairs, labels
         reasons = np.where(kept_of >= n, "near_duplicate_of_earlier_version", "near_duplicate")
-        details = [None if k else f"estimated Jaccard {j:.2f} with {cid}" for k, j, cid in zip(is_kept, jac, cluster_ids)]
-        table = table.append_column("dup_cluster", pa.array(cluster_ids, pa.string()))
-        return split(table, is_kept.tolist(), pa.array(reasons.tolist(), pa.string()), pa.array(details, pa.string()),
-                     {"duplicate_of": pa.array(cluster_ids, pa.string()), "jaccard": pa.array(jac, pa.float32())})
+        details = [None if k else f"estimated Jaccard {j:.2f} with {cid}"
+                   for k, j, cid in zip(is_kept, jac, cluster_ids.to_pylist())]
+        return Decision(is_kept, pa.array(reasons.tolist(), pa.string()), pa.array(details, pa.string()),
+                        columns={"dup_cluster": cluster_ids},
+                        extra={"duplicate_of": cluster_ids, "jaccard": pa.array(jac, pa.float32())})
 
     def _reference(self, ref: str, ctx: StageContext) -> tuple[pa.Table, np.ndarray, np.ndarray]:
         """An `against` version's rows and signatures; signatures are cached in the store
@@ -173,8 +177,12 @@ class MinhashDedup(Stage):
 
 def signatures_of(table: pa.Table, field: str, c: MinhashDedupConfig, ctx: StageContext, label: str):
     """Signatures of every row of a table, batch by batch (texts of one batch at a time)."""
-    batches = (texts(table.slice(s, c.batch_size), field) for s in range(0, len(table), c.batch_size))
-    return fill_signatures(batches, len(table), c, ctx, label)
+    return fill_signatures(_text_batches(TableRows(table), field, c.batch_size), len(table), c, ctx, label)
+
+
+def _text_batches(rows: Rows, field: str, batch_rows: int) -> Iterator[list[str]]:
+    """The texts of ``rows`` under ``field``, a batch at a time (only the columns they need are read)."""
+    return (texts(b, field) for b in rows.scan(text_columns(field), batch_rows))
 
 
 def fill_signatures(batches, n: int, c: MinhashDedupConfig, ctx: StageContext, label: str):
@@ -189,6 +197,8 @@ def fill_signatures(batches, n: int, c: MinhashDedupConfig, ctx: StageContext, l
         sig[start : start + len(batch_sig)] = batch_sig
         valid[start : start + len(batch_sig)] = batch_valid
         start += len(batch_sig)
+    if start != n:
+        raise StageError(f"{label}: {start:,} texts arrived for {n:,} rows")
     return sig, valid
 
 
@@ -209,28 +219,35 @@ def dedup_parquet(path: str, column: str, c: MinhashDedupConfig, ctx: StageConte
     batches = (b.column(0).to_pylist() for b in pf.iter_batches(batch_size=c.batch_size, columns=[column]))
     sig, valid = fill_signatures(batches, n, c, ctx, f"minhash {path}")
     pairs = lsh.candidate_pairs(lsh.band_hashes(sig, *c.banding()), valid)  # band hashes freed here
-    pairs = verified_pairs(pairs, sig, c, _SequentialTexts(path, column, c.batch_size), ctx)
+    texts_again = (b.column(0).to_pylist() for b in pq.ParquetFile(path, pre_buffer=False).iter_batches(
+        batch_size=c.batch_size, columns=[column]))
+    pairs = verified_pairs(pairs, sig, c, _TextsAt(texts_again, n), ctx)
     labels = lsh.components(n, pairs)
     kept_of = _survivors(labels, n, None, column, c)[labels]
     return kept_of, lsh.estimated_jaccard(sig, np.stack([np.arange(n), kept_of], axis=1))
 
 
-class _SequentialTexts:
-    """Texts of ascending row indices of a Parquet column, read in one pass over the file."""
+class _TextsAt:
+    """Texts of ascending row indices: of our rows (below ``n``) read in one more pass over
+    ``batches``, and of the ``refs`` tables (the ``against`` versions) that follow them."""
 
-    def __init__(self, path: str, column: str, batch_rows: int):
-        import pyarrow.parquet as pq
-
-        self._batches = pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=[column])
+    def __init__(self, batches: Iterator[list[str]], n: int, refs: list[tuple[pa.Table, str]] = ()):
+        self._batches, self._n, self._refs = batches, n, list(refs)
         self._start, self._texts = 0, []
 
     def __call__(self, idx: np.ndarray) -> list[str]:
         out = []
-        for i in idx.tolist():
+        for i in idx[idx < self._n].tolist():
             while i >= self._start + len(self._texts):
                 self._start += len(self._texts)
-                self._texts = next(self._batches).column(0).to_pylist()
+                self._texts = next(self._batches)
             out.append(self._texts[i - self._start])
+        start = self._n
+        for table, field in self._refs:
+            mine = idx[(idx >= start) & (idx < start + len(table))]
+            if len(mine):
+                out.extend(texts(table.take(pa.array(mine - start)), field))
+            start += len(table)
         return out
 
 
@@ -285,19 +302,7 @@ def _shingle_set_batch(normalize, ngram, unit, batch: list[str]) -> list[np.ndar
     return lsh.shingle_sets([normalize(t) for t in batch], ngram, unit)
 
 
-def _texts_at(sources: list[tuple[pa.Table, str]], idx: np.ndarray) -> list[str]:
-    """Texts of rows ``idx`` of the concatenation of ``sources`` (our table, then references)."""
-    out: dict[int, str] = {}
-    start = 0
-    for table, field in sources:
-        mine = idx[(idx >= start) & (idx < start + len(table))]
-        if len(mine):
-            out.update(zip(mine.tolist(), texts(table.take(pa.array(mine - start)), field)))
-        start += len(table)
-    return [out[i] for i in idx.tolist()]
-
-
-def _survivors(labels: np.ndarray, n: int, table: pa.Table, field: str, c: MinhashDedupConfig) -> np.ndarray:
+def _survivors(labels: np.ndarray, n: int, rows: Rows | None, field: str, c: MinhashDedupConfig) -> np.ndarray:
     """For each cluster label, the row index that survives: a reference row if the cluster
     has one (the first), else by the keep policy among our rows (ties: the first)."""
     total = len(labels)
@@ -306,11 +311,11 @@ def _survivors(labels: np.ndarray, n: int, table: pa.Table, field: str, c: Minha
         priority = np.zeros(total)
     elif c.keep == "longest":
         priority = np.zeros(total)
-        priority[:n] = -np.array([len(t) for t in texts(table, field)], dtype=np.float64)
+        priority[:n] = -np.array([len(t) for b in _text_batches(rows, field, c.batch_size) for t in b], dtype=np.float64)
     else:
-        if c.score_column not in table.column_names:
+        if c.score_column not in rows.column_names:
             raise StageError(f"minhash_dedup: keep=score, but there is no column '{c.score_column}'")
-        scores = table.column(c.score_column).to_numpy(zero_copy_only=False).astype(np.float64)
+        scores = rows.column(c.score_column).to_numpy(zero_copy_only=False).astype(np.float64)
         priority = np.zeros(total)
         priority[:n] = -np.nan_to_num(scores, nan=-np.inf)
     is_ref = idx >= n

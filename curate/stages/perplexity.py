@@ -40,7 +40,7 @@ from pydantic import Field, model_validator
 from ..errors import StageError
 from ..models.base import LM, Scores
 from ..records import prompt_messages, response_of, shape_of
-from ..stage import Stage, StageConfig, StageContext, StageOutput, split
+from ..stage import Decision, Rows, Stage, StageConfig, StageContext, StageOutput, split, with_columns
 
 CCNET_BUCKETS = (30.0, 60.0)
 
@@ -87,16 +87,27 @@ class PerplexityFilter(Stage):
     Config = PerplexityConfig
     model_refs = ("model",)
 
-    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+    def score(self, table: pa.Table, ctx: StageContext) -> pa.Table:
+        """``ppl`` and ``ppl_tokens`` of each row (row-wise: a block at a time, anywhere)."""
         c = self.config
         lm = ctx.model(c.model)
         scores = [Scores(a) for a in lm.logprobs(scoring_pairs(table, lm, c.score, c.conditional), track=ctx.reporter.track,
                                                  description=f"perplexity of {len(table):,} rows")]
         ppl = np.array([s.ppl for s in scores], dtype=np.float64)
-        groups = _groups(table, c.group_by)
-        bucket = np.empty(len(table), dtype=object)
-        lo_cut = np.full(len(table), -np.inf)
-        hi_cut = np.full(len(table), np.inf)
+        return with_columns(table, {"ppl": pa.array(_nullable(ppl), pa.float64()),
+                                    "ppl_tokens": pa.array([s.tokens for s in scores], pa.int32())})
+
+    def decide(self, rows: Rows, ctx: StageContext) -> Decision:
+        """Buckets and percentile cut-offs over the whole pool's ``ppl`` (per ``group_by``
+        group), read alone; then each row's verdict."""
+        c = self.config
+        ppl = rows.column("ppl").to_numpy(zero_copy_only=False).astype(np.float64)
+        if c.group_by is not None and c.group_by not in rows.column_names:
+            raise StageError(f"group_by: no column '{c.group_by}'; columns are {rows.column_names}")
+        groups = _groups(None if c.group_by is None else rows.column(c.group_by), len(ppl))
+        bucket = np.empty(len(ppl), dtype=object)
+        lo_cut = np.full(len(ppl), -np.inf)
+        hi_cut = np.full(len(ppl), np.inf)
         for idx in groups:
             vals = ppl[idx][~np.isnan(ppl[idx])]
             if not len(vals):
@@ -114,10 +125,8 @@ class PerplexityFilter(Stage):
             reason.append(r)
             detail.append(d)
         bucket = [None if b is None else str(b) for b in bucket]
-        table = (table.append_column("ppl", pa.array(_nullable(ppl), pa.float64()))
-                 .append_column("ppl_tokens", pa.array([s.tokens for s in scores], pa.int32()))
-                 .append_column("ppl_bucket", pa.array(bucket, pa.string())))
-        return split(table, keep, reason, detail)
+        return Decision(np.array(keep, dtype=bool), pa.array(reason, pa.string()), pa.array(detail, pa.string()),
+                        columns={"ppl_bucket": pa.array(bucket, pa.string())})
 
 
 def _verdict(p: float, c: PerplexityConfig, lo: float, hi: float) -> tuple[str | None, str | None]:
@@ -208,12 +217,11 @@ def scoring_pairs(table: pa.Table, lm: LM, score: str, conditional: bool = True)
     return [(lm.chat_prompt(prompt_messages(m)), response_of(m)) for m in rows]
 
 
-def _groups(table: pa.Table, column: str | None) -> list[np.ndarray]:
+def _groups(column: pa.ChunkedArray | None, n: int) -> list[np.ndarray]:
+    """Row indices of each group of ``column``'s values (one group of all ``n`` rows without one)."""
     if column is None:
-        return [np.arange(len(table))]
-    if column not in table.column_names:
-        raise StageError(f"group_by: no column '{column}'; columns are {table.column_names}")
-    values = np.array([str(v) for v in table.column(column).to_pylist()], dtype=object)
+        return [np.arange(n)]
+    values = np.array([str(v) for v in column.to_pylist()], dtype=object)
     return [np.flatnonzero(values == v) for v in dict.fromkeys(values)]
 
 
