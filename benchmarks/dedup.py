@@ -298,6 +298,22 @@ class TreeMemory(threading.Thread):
             self.done.wait(self.interval)
 
 
+def measured(cmd: list[str], memory_limit_mb: float) -> tuple[dict, TreeMemory]:
+    """Run ``cmd`` (a script that prints one JSON line last) in its own session, its process
+    tree's memory sampled from outside: (its JSON, or ``{"error": ...}``; the sampler)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    mem = TreeMemory(proc.pid, limit_mb=memory_limit_mb)
+    mem.start()
+    stdout, _ = proc.communicate()
+    mem.done.set()
+    mem.join()
+    if mem.exceeded:
+        return {"error": f"killed above --memory-limit-mb {memory_limit_mb:,.0f} MB"}, mem
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}"}, mem
+    return json.loads(stdout.strip().splitlines()[-1]), mem
+
+
 def run_tool(tool: str, corpus: Path, limit: int | None, workers: int, memory_limit_mb: float,
              options: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
@@ -306,17 +322,9 @@ def run_tool(tool: str, corpus: Path, limit: int | None, workers: int, memory_li
                "--out", str(out)] + (["--limit", str(limit)] if limit else [])
         if tool == "curate":
             cmd += [arg for o in options for arg in ("--curate-option", o)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
-        mem = TreeMemory(proc.pid, limit_mb=memory_limit_mb)
-        mem.start()
-        stdout, _ = proc.communicate()
-        mem.done.set()
-        mem.join()
-        if mem.exceeded:
-            return {"tool": tool, "error": f"killed above --memory-limit-mb {memory_limit_mb:,.0f} MB"}
-        if proc.returncode != 0:
-            return {"tool": tool, "error": f"exit {proc.returncode}"}
-        result = json.loads(stdout.strip().splitlines()[-1])
+        result, mem = measured(cmd, memory_limit_mb)
+        if "error" in result:
+            return {"tool": tool, **result}
         result["dup"] = np.load(out)
     result["peak_pss_tree_mb"] = mem.peak_pss_mb
     result["peak_rss_sum_tree_mb"] = mem.peak_rss_sum_mb

@@ -44,14 +44,13 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dedup import TreeMemory, _status_mb  # noqa: E402
+from dedup import _status_mb, measured  # noqa: E402
 from dedup_corpus import CACHE, CorpusSpec, load_corpus  # noqa: E402
 
 
@@ -101,17 +100,9 @@ def child(store: str, executor: str, workers: int, block_rows: int | None) -> No
 def measure(store: Path, executor: str, workers: int, block_rows: int | None, memory_limit_mb: float) -> dict:
     cmd = [sys.executable, __file__, "--only", executor, "--store", str(store), "--workers", str(workers)]
     cmd += ["--block-rows", str(block_rows)] if block_rows else []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    mem = TreeMemory(proc.pid, limit_mb=memory_limit_mb)
-    mem.start()
-    stdout, _ = proc.communicate()
-    mem.done.set()
-    mem.join()
-    if mem.exceeded:
-        return {"executor": executor, "error": f"killed above --memory-limit-mb {memory_limit_mb:,.0f} MB"}
-    if proc.returncode != 0:
-        return {"executor": executor, "error": f"exit {proc.returncode}"}
-    result = json.loads(stdout.strip().splitlines()[-1])
+    result, mem = measured(cmd, memory_limit_mb)
+    if "error" in result:
+        return {"executor": executor, **result}
     result["peak_rss_mb"] = max(result["peak_rss_self_mb"], mem.peak_pss_mb)
     result["processes"] = mem.max_processes
     result["docs_per_s"] = result["docs"] / result["wall_s"]

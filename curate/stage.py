@@ -482,7 +482,9 @@ def split(
     reasons = [reason] * n if isinstance(reason, str) else reason
     cols = {"reason": reasons, "detail": detail if detail is not None else [None] * n, **(extra or {})}
     for name, values in cols.items():
-        rejected = rejected.append_column(name, pa.array(values).filter(drop))
+        # reason and detail are text even where a block has no value: every part of a version has one schema
+        typed = pa.array(values, pa.string()) if name in REJECT_COLUMNS and not isinstance(values, pa.Array) else pa.array(values)
+        rejected = rejected.append_column(name, typed.filter(drop))
     return StageOutput(kept, rejected)
 
 

@@ -4,9 +4,9 @@ Layout under the store root (``--store``, else ``$CURATE_STORE``, else ``./.cura
 
     versions/<fingerprint>/manifest.json      written last: a version exists iff this exists
     versions/<fingerprint>/data/part-NNNNN.parquet
-    versions/<fingerprint>/rejected.parquet   every row the step removed, with its reason (or,
-                                              for a version written block by block,
-                                              rejected/part-NNNNN.parquet)
+    versions/<fingerprint>/rejected/part-NNNNN.parquet   every row the step removed, with its
+                                              reason (one part per block of a streamed step;
+                                              stores of earlier releases: rejected.parquet)
     names/<name>.json                         history of fingerprints a name pointed at
     tmp/                                      versions being written (renamed into place)
     tmp/work/<fingerprint>/                   a version being written block by block: the same
@@ -216,8 +216,9 @@ class Store:
             name = f"data/part-{i:05d}.parquet"
             pq.write_table(kept.slice(start, shard_rows), tmp / name, compression="zstd", row_group_size=BLOCK_ROWS)
             shards.append(name)
-        pq.write_table(rejected, tmp / "rejected.parquet", compression="zstd")
-        manifest = {**manifest, "shards": shards}
+        (tmp / "rejected").mkdir()
+        pq.write_table(rejected, tmp / "rejected" / "part-00000.parquet", compression="zstd")
+        manifest = {**manifest, "shards": shards, "rejected_shards": ["rejected/part-00000.parquet"]}
         _write_json(tmp / "manifest.json", manifest)
         return Version(self._install(tmp, fp), manifest)
 

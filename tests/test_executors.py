@@ -187,3 +187,30 @@ def test_a_killed_row_wise_step_resumes_at_its_first_unfinished_block(tmp_path):
     assert a.table().column("id").to_pylist() == b.table().column("id").to_pylist()
     assert a.rejected().select(["id", "reason", "detail"]).to_pylist() == b.rejected().select(["id", "reason", "detail"]).to_pylist()
     assert not list((killed / "tmp" / "work").glob("*"))  # the finished version left the work folder
+
+
+def test_a_version_is_scanned_in_exact_batches_across_its_files(tmp_path):
+    store = Store(tmp_path / "store")
+    champ_input(store, block_rows=7)  # one file per 7 rows
+    version = store.resolve("input")
+    assert len(version.manifest["shards"]) > 10
+    batches = list(version.scan(["id"], 10))
+    assert [len(b) for b in batches[:-1]] == [10] * (len(batches) - 1) and 0 < len(batches[-1]) <= 10
+    assert [i for b in batches for i in b.column("id").to_pylist()] == version.table().column("id").to_pylist()
+
+
+def test_executor_settings_are_checked_with_the_recipe(tmp_path):
+    from curate.errors import RecipeError, UsageError
+    from curate.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsource: {type: champ, limit_problems: 2}\nstages: [heuristic_filter]\n"
+                      "executor: {type: spark, block_rows: 0}\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(recipe)
+    assert "r.yaml:4: executor.type" in str(e.value) and "executor.block_rows" in str(e.value)
+    recipe.write_text("name: r\nsource: {type: champ, limit_problems: 2}\nstages: [heuristic_filter]\nexecutor: ray\n")
+    assert load_recipe(recipe).executor.type == "ray"
+    assert load_recipe(recipe, settings={"executor.block_rows": 500}).executor.block_rows == 500
+    with pytest.raises(UsageError, match="unknown executor 'dask'"):
+        Pipeline([REGISTRY["heuristic_filter"]()], "input").run(tmp_path / "s", executor="dask")
