@@ -270,7 +270,7 @@ class Pipeline:
             else:
                 blocks = parent.blocks(run_on.block_rows)
                 summaries = self._write_blocks(scratch, task(parent, scratch.path, "score"), blocks, runner, ctx, step)
-                schema, _ = _kept_summary(scratch.path, len(summaries))
+                schema = _schema_of(scratch.path, len(summaries))
                 source = scratch.finish({"fingerprint": f"{fp}.scored", "columns": {f.name: str(f.type) for f in schema},
                                          "counts": {"kept": parent.num_rows}}, len(summaries), install=False)
         writer = store.writer(fp, fresh=force)
@@ -292,11 +292,10 @@ class Pipeline:
         counts = {"in": sum(p["rows_in"] for p in summaries), "kept": sum(p["kept"] for p in summaries),
                   "rejected": sum(p["rejected"] for p in summaries), "added": sum(p["added"] for p in summaries),
                   "reasons": reasons}
-        if decided is not None:
-            stats = StageOutput(None, None).with_stats(decided.stats or {}).stats
-        else:
-            stats = StageOutput(None, None).with_stats(stage.merge_stats([p["stats"] for p in summaries])).stats
-        schema, scores = _kept_summary(writer.path, len(summaries))
+        merged = (decided.stats or {}) if decided is not None else stage.merge_stats([p["stats"] for p in summaries])
+        stats = StageOutput(None, None).with_stats(merged).stats  # counts stay integers, the rest rounded
+        schema = _schema_of(writer.path, len(summaries))
+        scores = _score_summary_of(writer.path, len(summaries), schema)
         manifest = self._manifest(
             fp, [parent.fingerprint], _stage_info(stage, step, pool), counts, time.perf_counter() - start, lineage,
             stats, schema=schema, scores=scores, executor=runner.describe(),
@@ -357,19 +356,31 @@ def _stage_info(stage: Stage, step: str, pool: ModelPool) -> dict[str, Any]:
             **({"models": {m: pool.describe(m) for m in stage.models_used()}} if stage.models_used() else {})}
 
 
-def _kept_summary(folder: Path, blocks: int) -> tuple[Any, dict[str, dict[str, float]]]:
-    """The schema of the kept rows of a version being written (unified over its blocks) and
-    the score summary of their numeric columns, read alone (the texts stay on disk)."""
+def _parts(folder: Path, blocks: int) -> list[Path]:
+    return [folder / "data" / f"part-{i:05d}.parquet" for i in range(blocks)]
+
+
+def _schema_of(folder: Path, blocks: int):
+    """The schema of the kept rows of a version being written, unified over its blocks."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    paths = [folder / "data" / f"part-{i:05d}.parquet" for i in range(blocks)]
-    schemas = [pq.read_schema(p) for p in paths]
-    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    return pa.unify_schemas([pq.read_schema(p) for p in _parts(folder, blocks)], promote_options="permissive")
+
+
+def _score_summary_of(folder: Path, blocks: int, schema) -> dict[str, dict[str, float]]:
+    """The score summary of a version being written, from its numeric columns read alone
+    (the texts stay on disk)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     numeric = [f.name for f in schema if f.name != "id" and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
-    tables = [pq.read_table(p, columns=[c for c in numeric if c in s.names]) for p, s in zip(paths, schemas)]
+    tables = []
+    for p in _parts(folder, blocks):
+        names = pq.read_schema(p).names
+        tables.append(pq.read_table(p, columns=[c for c in numeric if c in names]))
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    return schema, score_summary(table)
+    return score_summary(table)
 
 
 def step_names(stages: Sequence[Stage]) -> list[str]:
