@@ -11,7 +11,11 @@ comparable), ``--memory-limit-mb`` (a run whose process tree passes it is killed
 Corpus: ``dedup_corpus.py``'s generator (real text from this machine's files, seeded injected
 near-duplicates), cached in ``~/.cache/curate-bench/`` (or ``$CURATE_BENCH_CACHE``), read by
 the ``parquet`` source once into a store of its own (``scale-store-<corpus>``): the source step
-is preparation, not measured. Each measured run is its own process:
+is preparation, not measured. With ``--mix same`` (the default) every smaller size's corpus is
+the first rows of the largest one -- a uniform sample of it, its rows being shuffled: the same
+sources and the same share of injected copies, so the time exponent compares one workload at
+two sizes (the generator's own 100k corpus is 17% copies, its 1M one 65%, mostly changelogs).
+``--mix own`` builds each size's corpus for that size. Each measured run is its own process:
 ``Pipeline([ExactDedup(), MinhashDedup(), HeuristicFilter()], source="corpus")`` with
 ``force=True`` (every step computed again), ``workers`` processes for the local run's per-row
 work, ``ray.init(num_cpus=workers)`` for the Ray run (the cluster starts inside the measured
@@ -58,21 +62,44 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def prepare(spec: CorpusSpec) -> Path:
-    """The corpus as a stored version named ``corpus`` in a store of its own (built once)."""
+def prepare(spec: CorpusSpec, first: int | None = None) -> Path:
+    """The corpus as a stored version named ``corpus`` in a store of its own (built once);
+    with ``first``, the corpus is the first ``first`` rows of ``spec``'s."""
     from curate import Pipeline, Store
     from curate.sources import SOURCES
 
-    store = Store(CACHE / f"scale-store-{spec.stem()}")
+    stem = spec.stem() + (f"-first{first}" if first else "")
+    store = Store(CACHE / f"scale-store-{stem}")
     if "corpus" in store.names():
         return store.root
     if not spec.path.exists():
         load_corpus(spec, log)
-    source = SOURCES["parquet"](path=str(spec.path), shape="text")
+    path = spec.path if first is None else _first_rows(spec.path, first, CACHE / f"{stem}.parquet")
+    source = SOURCES["parquet"](path=str(path), shape="text")
     t0 = time.perf_counter()
     Pipeline([], source, name="corpus").run(store)
     log(f"  stored the corpus in {store.root} ({time.perf_counter() - t0:.1f} s)")
     return store.root
+
+
+def _first_rows(path: Path, n: int, out: Path) -> Path:
+    """The first ``n`` rows of the Parquet file ``path`` as ``out`` (row group by row group)."""
+    import pyarrow.parquet as pq
+
+    if out.exists():
+        return out
+    pf = pq.ParquetFile(path)
+    tmp = out.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp, pf.schema_arrow) as w:
+        left = n
+        for g in range(pf.num_row_groups):
+            if left <= 0:
+                break
+            t = pf.read_row_group(g)
+            w.write_table(t.slice(0, left), row_group_size=10_000)
+            left -= len(t)
+    tmp.rename(out)
+    return out
 
 
 def child(store: str, executor: str, workers: int, block_rows: int | None) -> None:
@@ -116,6 +143,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--block-rows", type=int, default=None)
     p.add_argument("--max-files", type=int, default=None)
+    p.add_argument("--mix", choices=["same", "own"], default="same",
+                   help="same: each smaller corpus is the first rows of the largest one; own: built for its size")
     p.add_argument("--memory-limit-mb", type=float, default=None)
     p.add_argument("--only", help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
@@ -131,9 +160,10 @@ def main() -> None:
     executors = args.executors.split(",")
     runs: list[dict] = []
     for n in sizes:
-        spec = CorpusSpec(docs=n, max_files=args.max_files)
-        log(f"corpus of {n:,} documents")
-        store = prepare(spec)
+        same = args.mix == "same" and n < max(sizes)
+        spec = CorpusSpec(docs=max(sizes) if same else n, max_files=args.max_files)
+        log(f"corpus of {n:,} documents" + (f" (the first rows of the {spec.docs:,}-document one)" if same else ""))
+        store = prepare(spec, n if same else None)
         for executor in executors:
             log(f"running {executor} on {n:,} documents")
             r = measure(store, executor, args.workers, args.block_rows, limit)
@@ -165,6 +195,7 @@ def main() -> None:
         "same_fingerprint": all(at(n, "local").get("fingerprint") == at(n, "ray").get("fingerprint") for n in sizes),
         "time_exponent": exponent,
         "workers": args.workers,
+        "mix": args.mix,
         "errors": [f"{r['size']} {r['executor']}: {r['error']}" for r in runs if "error" in r] or None,
         "runs": [{k: v for k, v in r.items() if k != "kept_ids_sha256"} for r in runs],
     }

@@ -278,7 +278,7 @@ def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, te
     accepted = [pairs[sure]]
     pairs = pairs[unsure][np.argsort(-est[unsure], kind="stable")]
     ctx = ctx or StageContext()
-    rows = np.unique(pairs)
+    rows = lsh.sorted_unique(pairs.ravel())
     batches = (texts_at(rows[i : i + c.batch_size]) for i in range(0, len(rows), c.batch_size))
     fn = partial(_shingle_set_batch, c.normalizer(), c.ngram, c.unit)
     computed = ctx.imap(fn, batches, -(-len(rows) // c.batch_size), f"verify ({len(rows):,} rows)")
