@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import CurateError, StageError, UsageError
 from .fingerprint import hash_parts
-from .stage import Decision, Reporter, Stage, StageContext, StageOutput, check_counts, reraise, with_stage_column
+from .stage import (Decision, LocalPlan, Plan, Reporter, Stage, StageContext, StageOutput, check_counts, reraise,
+                    version_blocks, with_stage_column)
 from .store import BLOCK_ROWS, Block, Store, Version, write_block
 
 # What a Ray worker needs of the driver's environment (a cluster's workers start with the
@@ -123,6 +124,10 @@ class Executor:
         for index, block in ctx.reporter.track(todo, total=len(todo), description=f"{task.step}: {len(todo):,} blocks"):
             yield index, task.run(index, block, ctx, parts.get(index))
 
+    def plan(self, rows: Any, ctx: StageContext) -> Plan:
+        """Where a ``Stage.decide`` over ``rows`` runs its per-block work (``StageContext.plan``)."""
+        return LocalPlan(ctx, self.block_rows)
+
     def close(self) -> None:
         pass
 
@@ -200,12 +205,79 @@ class RayExecutor(Executor):
                 raise StageError(result["error"])
             yield index, result["summary"]
 
+    def plan(self, rows: Any, ctx: StageContext) -> Plan:
+        if not isinstance(rows, Version):  # a table in the driver's memory: nothing to spread
+            return LocalPlan(ctx, self.block_rows)
+        return RayPlan(self._start(), ctx, self.block_rows)
+
     def close(self) -> None:
         if self._owned:
             import ray
 
             ray.shutdown()
             self._owned = False
+
+
+class RayPlan:
+    """A ``Plan`` on the cluster: each block's map is a Ray task reading that block's columns
+    from the store (any node), its outputs left in the object store; each ``call`` is a task
+    whose object-reference arguments Ray resolves where it runs; only what ``call`` and
+    ``fetch`` return comes to the driver."""
+
+    def __init__(self, ray: Any, ctx: StageContext, block_rows: int):
+        self.ray, self.ctx, self.block_rows = ray, ctx, block_rows
+        self.partitions = max(2, int(ray.cluster_resources().get("CPU", 1)))
+        self._map = ray.remote(num_cpus=1, max_retries=0)(_ray_map)
+        self._call = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
+
+    def spans(self, rows: Version) -> list[tuple[int, int]]:
+        return [(offset, size) for offset, size, _ in version_blocks(rows, self.block_rows)]
+
+    def map(self, rows, columns, fn, outputs=1, args=None, description=""):
+        blocks = version_blocks(rows, self.block_rows)
+        chosen = sorted(args) if args is not None else range(len(blocks))
+        version, fn_ref = self.ray.put(rows), self.ray.put(fn)
+        refs = []
+        for i in chosen:
+            offset, _, block = blocks[i]
+            out = self._map.options(num_returns=outputs).remote(version, block, columns, fn_ref, offset, outputs,
+                                                                  *(args or {}).get(i, ()))
+            refs.append(tuple(out) if outputs > 1 else (out,))
+        self._wait([r[0] for r in refs], description)
+        return refs
+
+    def call(self, fn, args, description=""):
+        fn_ref = self.ray.put(fn)
+        refs = [self._call.remote(fn_ref, *a) for a in args]
+        self._wait(refs, description)
+        return self.fetch(refs)
+
+    def fetch(self, handles):
+        try:
+            return self.ray.get(list(handles))
+        except self.ray.exceptions.RayTaskError as e:
+            cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else e
+            if isinstance(cause, CurateError):
+                raise cause from None
+            raise StageError(f"step '{self.ctx.step}': {type(cause).__name__}: {cause}") from None
+
+    def _wait(self, refs: list[Any], description: str) -> None:
+        """Until every task of ``refs`` finished (progress as they do); a failed task's error
+        is raised where its output is fetched, or by the call that was given it."""
+        pending = list(refs)
+        for _ in self.ctx.reporter.track(range(len(refs)), total=len(refs), description=f"{description} on ray"):
+            _, pending = self.ray.wait(pending, num_returns=1, fetch_local=False)
+
+
+def _ray_map(version: Version, block: Block, columns: list[str], fn: Any, offset: int, outputs: int, *args: Any) -> Any:
+    """One block of a plan's map in a Ray worker: the block's columns, read here, through
+    ``fn``; its outputs (one object each)."""
+    out = fn(version.read_block(block, columns), offset, *args)
+    return out[0] if outputs == 1 else out
+
+
+def _ray_call(fn: Any, *args: Any) -> Any:
+    return fn(*args)
 
 
 def _check_reachable(address: str, seconds: float = 5.0) -> None:

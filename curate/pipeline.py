@@ -278,7 +278,7 @@ class Pipeline:
         parts, decided = None, None
         if stage.decides():  # 2. decide from the columns it needs; 3. stream every block past the decision
             try:
-                decided = stage.decide(source, ctx)
+                decided = stage.decide(source, dataclasses.replace(ctx, plan=runner.plan(source, ctx)))
             except CurateError:
                 raise
             except Exception as e:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from .errors import RecipeError, StageError
 from .fingerprint import hash_parts
-from .store import Store
+from .store import BLOCK_ROWS, Store
 
 REJECT_COLUMNS = ("reason", "detail")
 
@@ -222,6 +222,12 @@ class StageContext:
     step: str = ""  # the step's name in its pipeline (a stage can appear twice)
     workers: int = 1
     models: Models | None = None  # the run's named models (``models:`` in a recipe)
+    plan: Plan | None = None  # where a decision's per-block work runs (the executor's); None: here
+
+    def planner(self) -> Plan:
+        """The plan a ``decide`` runs its per-block work through: the executor's (Ray tasks
+        on a cluster), else this process and its workers."""
+        return self.plan or LocalPlan(self)
 
     def model(self, name: str) -> Any:
         """The run's model called ``name`` (a ``curate.models.LM``), loaded on first use."""
@@ -260,6 +266,92 @@ class StageContext:
                 reraise(caught)
                 pending.extend(pool.submit(call, b) for b in islice(batches, 1))
                 yield result
+
+
+class Plan(Protocol):
+    """How a decision over the whole pool (``Stage.decide``) runs its per-block work, so the
+    same functions run in this process or as tasks on a cluster: ``map`` a function over the
+    input's blocks, ``call`` functions on what the maps returned, ``fetch`` handles. Locally
+    a handle is the value; on Ray it is an object reference, so what a map returns stays in
+    the cluster's object store until a task needs it, and only what ``call`` and ``fetch``
+    return reaches the driver. A decision never depends on the plan, its block size or its
+    ``partitions`` (how many ways a shuffle splits its keys)."""
+
+    partitions: int
+
+    def spans(self, rows: Rows) -> list[tuple[int, int]]:
+        """(offset, rows) of each block of ``rows``, in order."""
+        ...
+
+    def map(self, rows: Rows, columns: list[str], fn: Callable[..., tuple], outputs: int = 1,
+            args: dict[int, tuple] | None = None, description: str = "") -> list[tuple]:
+        """``fn(table, offset, *args[i])`` for each block ``i`` (only those in ``args`` when
+        given): ``table`` holds the block's ``columns``, ``offset`` its first row. ``fn``
+        returns a tuple of ``outputs`` values; a tuple of handles per block, in block order."""
+        ...
+
+    def call(self, fn: Callable[..., Any], args: list[tuple], description: str = "") -> list[Any]:
+        """``[fn(*a) for a in args]`` (handles among ``a`` are resolved), fetched, in order."""
+        ...
+
+    def fetch(self, handles: list[Any]) -> list[Any]:
+        """The values of ``handles``."""
+        ...
+
+
+class LocalPlan:
+    """A ``Plan`` in this process: blocks of ``block_rows`` through the context's workers."""
+
+    def __init__(self, ctx: StageContext, block_rows: int = BLOCK_ROWS):
+        self.ctx, self.block_rows = ctx, block_rows
+        self.partitions = max(1, ctx.workers)
+
+    def spans(self, rows: Rows) -> list[tuple[int, int]]:
+        return [(offset, size) for offset, size, _ in self._blocks(rows)]
+
+    def _blocks(self, rows: Rows) -> list[tuple[int, int, Any]]:
+        """(offset, rows, block) of each block; ``block`` is the ``curate.store.Block`` of a
+        stored version (read where the work runs), None for a table's slice."""
+        if isinstance(rows, TableRows):
+            n, b = rows.num_rows, self.block_rows
+            return [(s, min(b, n - s), None) for s in range(0, n, b)]
+        return version_blocks(rows, self.block_rows)
+
+    def map(self, rows, columns, fn, outputs=1, args=None, description=""):
+        blocks = self._blocks(rows)
+        chosen = sorted(args) if args is not None else range(len(blocks))
+        table = rows.table.select(columns) if isinstance(rows, TableRows) else None
+
+        def items():
+            for i in chosen:
+                offset, size, block = blocks[i]
+                data = table.slice(offset, size) if table is not None else (rows, block)
+                yield data, offset, (args or {}).get(i, ())
+
+        return self.ctx.map(partial(_local_block, fn, columns), items(), len(chosen), description)
+
+    def call(self, fn, args, description=""):
+        return self.ctx.map(partial(_star, fn), args, len(args), description)
+
+    def fetch(self, handles):
+        return list(handles)
+
+
+def version_blocks(version: Any, block_rows: int) -> list[tuple[int, int, Any]]:
+    """(offset, rows, block) of each of a stored version's blocks (``Version.blocks``)."""
+    blocks = version.blocks(block_rows)
+    starts = np.cumsum([0, *(b.rows for b in blocks)])
+    return [(int(s), b.rows, b) for s, b in zip(starts, blocks)]
+
+
+def _local_block(fn: Callable[..., tuple], columns: list[str], item: tuple) -> tuple:
+    data, offset, extra = item
+    table = data if isinstance(data, pa.Table) else data[0].read_block(data[1], columns)
+    return fn(table, offset, *extra)
+
+
+def _star(fn: Callable[..., Any], args: tuple) -> Any:
+    return fn(*args)
 
 
 # Which worker warnings were shown: Python's "default" action shows each (text, category, line) once.

@@ -138,11 +138,11 @@ class Version:
                            for start in range(0, rows, block_rows))
         return out
 
-    def read_block(self, block: Block):
-        """The rows of ``block`` (one row group read, then sliced)."""
+    def read_block(self, block: Block, columns: list[str] | None = None):
+        """The rows of ``block`` (one row group read, then sliced; only ``columns``, when given)."""
         import pyarrow.parquet as pq
 
-        group = pq.ParquetFile(self.path / block.shard).read_row_group(block.row_group)
+        group = pq.ParquetFile(self.path / block.shard).read_row_group(block.row_group, columns=columns)
         return group.slice(block.offset, block.rows)
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -71,3 +72,25 @@ def test_normalize_unicode_was_renamed_to_minhash_dedups_name_and_the_default_fi
     # (these are the fingerprints the stage had as normalize_unicode).
     assert ExactDedup().fingerprint("parent0") == ExactDedup(unicode_nfkc=True).fingerprint("parent0") == "7584d19072766a96"
     assert ExactDedup(field="response").fingerprint("parent0") == "85cee071b596fafe"
+
+
+def test_the_decision_does_not_depend_on_the_plans_blocks_or_partitions():
+    from curate.stage import LocalPlan, StageContext
+
+    rng = np.random.default_rng(3)
+    words = ["alpha", "beta", "Gamma", "delta  ", "EPSILON"]
+    texts = [" ".join(rng.choice(words, 3)) for _ in range(400)]
+    table = pa.table({"id": [f"r{k}" for k in range(len(texts))], "text": texts})
+    out = ExactDedup()(table)
+    assert 0 < len(out.kept) <= 125 and len(out.rejected) > 250
+    seen = {}
+    for r in table.to_pylist():  # the first of each normalised text is kept, the rest name it
+        seen.setdefault(" ".join(r["text"].lower().split()), r["id"])
+    assert out.kept.column("id").to_pylist() == sorted(set(seen.values()), key=lambda i: int(i[1:]))
+    assert all(r["duplicate_of"] == seen[" ".join(r["text"].lower().split())] for r in out.rejected.to_pylist())
+    for block_rows, parts in ((7, 4), (100, 1), (1000, 9)):
+        ctx = StageContext()
+        ctx.plan = LocalPlan(ctx, block_rows)
+        ctx.plan.partitions = parts
+        other = ExactDedup()(table, ctx)
+        assert other.kept.equals(out.kept) and other.rejected.equals(out.rejected), (block_rows, parts)

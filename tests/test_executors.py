@@ -214,3 +214,41 @@ def test_executor_settings_are_checked_with_the_recipe(tmp_path):
     assert load_recipe(recipe, settings={"executor.block_rows": 500}).executor.block_rows == 500
     with pytest.raises(UsageError, match="unknown executor 'dask'"):
         Pipeline([REGISTRY["heuristic_filter"]()], "input").run(tmp_path / "s", executor="dask")
+
+
+def _fails(table, offset):
+    raise ValueError(f"bad block at {offset}")
+
+
+def test_the_dedups_decide_through_ray_tasks_as_they_do_here(ray_cluster, tmp_path):
+    """exact_dedup's and minhash_dedup's decisions run as Ray tasks over the stored blocks (the
+    map's outputs stay in the object store) and equal the local plan's, whatever the blocks
+    and partitions; a task's error names the step."""
+    import dataclasses
+
+    from curate.errors import StageError
+    from curate.executors import RayExecutor, RayPlan
+    from curate.stage import LocalPlan, StageContext
+
+    store = Store(tmp_path)
+    champ_input(store)
+    version = store.resolve("input")
+    ctx = StageContext(store=store, step="dedup")
+    plan = RayExecutor(BLOCK).plan(version, ctx)
+    assert isinstance(plan, RayPlan) and plan.partitions >= 2
+    handles = plan.map(version, ["id"], lambda table, offset: (len(table), offset), outputs=2)
+    assert len(handles) == len(plan.spans(version)) > 3
+    assert isinstance(handles[0][0], ray.ObjectRef)
+    assert plan.fetch([h[1] for h in handles]) == [s for s, _ in plan.spans(version)]
+    local = dataclasses.replace(ctx, plan=LocalPlan(ctx, 10))
+    for name in ("exact_dedup", "minhash_dedup"):
+        stage = REGISTRY[name](CONFIGS[name])
+        here, there = stage.decide(version, local), stage.decide(version, dataclasses.replace(ctx, plan=plan))
+        assert 0 < (~here.keep).sum() < len(here.keep), name  # the input has duplicates, and distinct rows
+        assert (here.keep == there.keep).all(), name
+        assert here.reason == there.reason if isinstance(here.reason, str) else here.reason.equals(there.reason)
+        assert here.detail.equals(there.detail) and here.extra.keys() == there.extra.keys()
+        assert all(here.extra[k].equals(there.extra[k]) for k in here.extra)
+        assert all(here.columns[k].equals(there.columns[k]) for k in here.columns)
+    with pytest.raises(StageError, match=r"step 'dedup'.*bad block at 0"):
+        plan.fetch([h[0] for h in plan.map(version, ["id"], _fails)])

@@ -279,3 +279,35 @@ def test_streaming_parquet_path_matches_the_stage(corpus, tmp_path):
     ids = table.column("id").to_pylist()
     by_id = {r["id"]: r["dup_cluster"] for t in (out.kept, out.rejected) for r in t.to_pylist()}
     assert [ids[k] for k in kept_of] == [by_id[i] for i in ids]
+
+
+def test_candidate_pairs_are_the_same_however_the_band_hashes_are_partitioned(corpus):
+    """The distributed plan's shuffle: band records split into any number of hash partitions
+    and reduced one partition at a time give exactly ``lsh.candidate_pairs`` of the whole."""
+    from curate.stages.minhash import _pair_keys, band_records, signatures_of
+
+    table, _, _ = corpus
+    c = MinhashDedup().config
+    sig, valid = signatures_of(table, "text", c, StageContext(), "test")
+    bands, rows = 16, 2  # loose bands: big groups, so the star-and-chain path is taken too
+    whole = lsh.candidate_pairs(lsh.band_hashes(sig, bands, rows), valid)
+    assert len(whole) > 1000
+    n = len(table)
+    for parts in (1, 3, 8):
+        blocks = [band_records(sig[s : s + 50], valid[s : s + 50], s, bands, rows, parts) for s in range(0, n, 50)]
+        keys = np.concatenate([_pair_keys(n, *(b[p] for b in blocks)) for p in range(parts)])
+        assert np.array_equal(lsh.pairs_of(lsh.sorted_unique(keys), n), whole), parts
+
+
+def test_the_decision_does_not_depend_on_the_plans_blocks_or_partitions(corpus):
+    from curate.stage import LocalPlan
+
+    table, _, _ = corpus
+    out = MinhashDedup()(table)
+    assert len(out.rejected) > 50
+    for block_rows, parts, workers in ((13, 5, 1), (400, 1, 2), (10_000, 3, 1)):
+        ctx = StageContext(workers=workers)
+        ctx.plan = LocalPlan(ctx, block_rows)
+        ctx.plan.partitions = parts
+        other = MinhashDedup()(table, ctx)
+        assert other.kept.equals(out.kept) and other.rejected.equals(out.rejected), (block_rows, parts)

@@ -281,16 +281,27 @@ def candidate_pairs(bh: np.ndarray, valid: np.ndarray | None = None) -> np.ndarr
     rows_idx = np.arange(n) if valid is None else np.flatnonzero(valid)
     per_band = [np.zeros(0, dtype=np.int64)]
     for k in range(bh.shape[1]):
-        band = bh[rows_idx, k]
-        order = np.argsort(band, kind="stable")
-        sk, members = band[order], rows_idx[order]
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(sk)) + 1))
-        sizes = np.diff(np.concatenate((starts, [len(sk)])))
-        multi = sizes > 1
-        pairs = _group_pairs(members, starts[multi], sizes[multi])
-        lo, hi = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
-        per_band.append(sorted_unique(lo * n + hi))
-    keys = sorted_unique(np.concatenate(per_band))
+        per_band.append(pair_keys(bh[rows_idx, k], rows_idx, n))
+    return pairs_of(sorted_unique(np.concatenate(per_band)), n)
+
+
+def pair_keys(keys: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """The sorted unique pair keys ``i * n + j`` (i < j) of the rows of one band that share a
+    hash: ``keys[k]`` is row ``rows[k]``'s hash, ``rows`` ascending. The pairs depend only on
+    the (key, row) multiset, so a band cut into hash partitions gives, partition by
+    partition, the same pairs as the whole band."""
+    order = np.argsort(keys, kind="stable")
+    sk, members = keys[order], rows[order]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(sk)) + 1)) if len(sk) else np.zeros(0, np.int64)
+    sizes = np.diff(np.concatenate((starts, [len(sk)])))
+    multi = sizes > 1
+    pairs = _group_pairs(members, starts[multi], sizes[multi])
+    lo, hi = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
+    return sorted_unique(lo * n + hi)
+
+
+def pairs_of(keys: np.ndarray, n: int) -> np.ndarray:
+    """(m, 2) int64 pairs from pair keys ``i * n + j``."""
     return np.stack([keys // n, keys % n], axis=1) if len(keys) else np.zeros((0, 2), dtype=np.int64)
 
 

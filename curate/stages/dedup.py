@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import unicodedata
 
+from functools import partial
+
 import numpy as np
 import pyarrow as pa
 import xxhash
 
+from ..algorithms import lsh
 from ..records import default_text_field, text_columns, texts
 from ..stage import Decision, Rows, Stage, StageConfig, StageContext
-
-BATCH_ROWS = 10_000  # rows read at a time
-
 
 class ExactDedupConfig(StageConfig):
     renamed = {"normalize_unicode": "'unicode_nfkc'"}  # one name with minhash_dedup's option
@@ -41,29 +41,81 @@ class ExactDedup(Stage):
     config: ExactDedupConfig
 
     def normalize(self, text: str) -> str:
-        c = self.config
-        if c.unicode_nfkc:
-            text = unicodedata.normalize("NFKC", text)
-        if c.lowercase:
-            text = text.lower()
-        if c.collapse_whitespace:
-            text = " ".join(text.split())  # str.split() knows every Unicode space; 20x faster than re
-        return text
+        return normalize(self.config, text)
 
     def decide(self, rows: Rows, ctx: StageContext) -> Decision:
-        """Reads the ids and the hashed field only, a batch at a time; memory is one hash
-        and id per distinct text."""
+        """A hash-partitioned groupby (``StageContext.plan``: here, or Ray tasks): each block
+        hashes its rows' normalised field and sends each (hash, row) to the partition of its
+        hash; each partition keeps the first row of every hash; the driver gets the
+        duplicates and the ids of the rows they duplicate -- memory O(duplicates), the texts
+        never leave their blocks."""
         field = self.config.field or default_text_field(rows)
-        first: dict[bytes, str] = {}
-        keep, duplicate_of, detail = [], [], []
-        batches = rows.scan(["id", *text_columns(field)], BATCH_ROWS)
-        for batch in ctx.reporter.track(batches, total=-(-rows.num_rows // BATCH_ROWS), description="exact_dedup"):
-            for row_id, text in zip(batch.column("id").to_pylist(), texts(batch, field)):
-                key = xxhash.xxh3_128_digest(self.normalize(text).encode())
-                kept_id = first.setdefault(key, row_id)
-                is_first = kept_id == row_id
-                keep.append(is_first)
-                duplicate_of.append(None if is_first else kept_id)
-                detail.append(None if is_first else f"same normalised {field} as {kept_id}")
-        return Decision(np.array(keep, dtype=bool), "exact_duplicate", pa.array(detail, pa.string()),
+        plan = ctx.planner()
+        n, parts = rows.num_rows, plan.partitions
+        mapped = plan.map(rows, text_columns(field), partial(_hash_block, self.config, field, parts), outputs=parts,
+                          description=f"exact_dedup: hashing ({n:,} rows)")
+        found = plan.call(_first_of_each_hash, [tuple(m[p] for m in mapped) for p in range(parts)],
+                          "exact_dedup: grouping")
+        dups = np.concatenate([d for d, _ in found] + [np.zeros(0, np.int64)])
+        firsts = np.concatenate([f for _, f in found] + [np.zeros(0, np.int64)])
+        order = np.argsort(dups, kind="stable")
+        dups, firsts = dups[order], firsts[order]
+        keep = np.ones(n, dtype=bool)
+        keep[dups] = False
+        first_ids = dict(zip(*_ids_at(rows, plan, firsts)))
+        duplicate_of = np.full(n, None, dtype=object)
+        duplicate_of[dups] = [first_ids[f] for f in firsts.tolist()]
+        detail = np.full(n, None, dtype=object)
+        detail[dups] = [f"same normalised {field} as {i}" for i in duplicate_of[dups]]
+        return Decision(keep, "exact_duplicate", pa.array(detail, pa.string()),
                         extra={"duplicate_of": pa.array(duplicate_of, pa.string())})
+
+
+def normalize(c: ExactDedupConfig, text: str) -> str:
+    if c.unicode_nfkc:
+        text = unicodedata.normalize("NFKC", text)
+    if c.lowercase:
+        text = text.lower()
+    if c.collapse_whitespace:
+        text = " ".join(text.split())  # str.split() knows every Unicode space; 20x faster than re
+    return text
+
+
+def _hash_block(c: ExactDedupConfig, field: str, parts: int, table: pa.Table, offset: int) -> tuple:
+    """One block's (hash, row) pairs, split by partition (hash mod ``parts``): for each
+    partition, (the 128-bit hashes as (k, 2) uint64, the rows' indices)."""
+    digests = b"".join(xxhash.xxh3_128_digest(normalize(c, t).encode()) for t in texts(table, field))
+    h = np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2)
+    rows = np.arange(offset, offset + len(h), dtype=np.int64)
+    which = h[:, 0] % np.uint64(parts)
+    return tuple((h[which == p], rows[which == p]) for p in range(parts))
+
+
+def _first_of_each_hash(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(duplicate rows, the first row with the same hash for each) of one partition."""
+    h = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 2), np.uint64)
+    rows = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    order = np.lexsort((rows, h[:, 1], h[:, 0]))
+    h, rows = h[order], rows[order]
+    new = np.ones(len(rows), dtype=bool)
+    new[1:] = (h[1:] != h[:-1]).any(axis=1)
+    first = rows[new][np.cumsum(new) - 1]
+    return rows[~new], first[~new]
+
+
+def _ids_at(rows: Rows, plan, idx: np.ndarray) -> tuple[list[int], list[str]]:
+    """(row indices, ids) of the sorted-unique rows among ``idx``, read block by block where
+    the blocks are (only the blocks that hold one)."""
+    want = lsh.sorted_unique(idx)
+    spans = plan.spans(rows)
+    starts = np.array([s for s, _ in spans] + [rows.num_rows])
+    args = {}
+    for i in np.unique(np.searchsorted(starts, want, side="right") - 1).tolist():
+        mine = want[(want >= starts[i]) & (want < starts[i + 1])]
+        args[i] = (mine - starts[i],)
+    found = plan.fetch([m[0] for m in plan.map(rows, ["id"], _take_ids, args=args, description="ids")])
+    return want.tolist(), [i for block in found for i in block]
+
+
+def _take_ids(table: pa.Table, offset: int, local: np.ndarray) -> tuple[list[str]]:
+    return (table.column("id").take(pa.array(local)).to_pylist(),)

@@ -29,8 +29,8 @@ duplicates of those are ``exact_dedup``'s job).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -42,7 +42,7 @@ from ..errors import StageError
 from ..fingerprint import hash_parts
 from ..records import default_text_field, text_columns, texts
 from ..stage import Decision, Rows, Stage, StageConfig, StageContext, TableRows, check_keep_policy
-from ..store import Store
+from ..store import Store, Version
 
 
 class MinhashDedupConfig(StageConfig):
@@ -119,33 +119,18 @@ class MinhashDedup(Stage):
         return [store.resolve(ref).fingerprint for ref in self.config.against]
 
     def decide(self, rows: Rows, ctx: StageContext) -> Decision:
-        """Reads the texts twice, a batch at a time -- for the signatures, then for the
-        candidate rows to verify -- and the ids; memory is the signatures (num_perm x 4
-        bytes a row) and band hashes, not the texts."""
+        """The distributed plan of ``near_duplicates`` (here, or Ray tasks: see there); the
+        driver holds the ids, the candidate pairs and the signatures and shingle sets of the
+        rows in them, never the texts or every signature."""
         c = self.config
         field = c.field or default_text_field(rows)
         n = rows.num_rows
-        sig, valid = fill_signatures(_text_batches(rows, field, c.batch_size), n, c, ctx, self.name)
-        sigs, valids, refs = [sig], [valid], []  # ours first; rows of `against` versions follow
-        for ref in c.against:
-            ref_table, ref_sig, ref_valid = self._reference(ref, ctx)
-            refs.append((ref_table, c.field or default_text_field(ref_table)))
-            sigs.append(ref_sig)
-            valids.append(ref_valid)
-        sig, valid = (sigs[0], valids[0]) if len(sigs) == 1 else (np.vstack(sigs), np.concatenate(valids))
-
-        bands, band_rows = c.banding()
-        pairs = lsh.candidate_pairs(lsh.band_hashes(sig, bands, band_rows), valid)
-        pairs = pairs[pairs[:, 0] < n]  # pairs are sorted (i < j): this drops pairs of two reference rows
-        pairs = verified_pairs(pairs, sig, c, _TextsAt(_text_batches(rows, field, c.batch_size), n, refs), ctx)
-        labels = lsh.components(len(sig), pairs)
-        kept_of = _survivors(labels, n, rows, field, c)[labels[:n]]
-
-        all_ids = rows.column("id").to_pylist() + [i for t, _ in refs for i in t.column("id").to_pylist()]
-        cluster_ids = pa.array([all_ids[k] for k in kept_of], pa.string())
+        refs = [self._reference(ref, ctx) for ref in c.against]
+        kept_of, jac = near_duplicates(rows, field, c, ctx, [(t, s, v, c.field or default_text_field(t)) for t, s, v in refs],
+                                       self.name)
+        all_ids = rows.column("id").to_pylist() + [i for t, _, _ in refs for i in t.column("id").to_pylist()]
+        cluster_ids = pa.array([all_ids[k] for k in kept_of.tolist()], pa.string())
         is_kept = kept_of == np.arange(n)
-        jac = lsh.estimated_jaccard(sig, np.stack([np.arange(n), kept_of], axis=1))
-        del sig, sigs, pairs, labels
         reasons = np.where(kept_of >= n, "near_duplicate_of_earlier_version", "near_duplicate")
         details = [None if k else f"estimated Jaccard {j:.2f} with {cid}"
                    for k, j, cid in zip(is_kept, jac, cluster_ids.to_pylist())]
@@ -177,12 +162,149 @@ class MinhashDedup(Stage):
 
 def signatures_of(table: pa.Table, field: str, c: MinhashDedupConfig, ctx: StageContext, label: str):
     """Signatures of every row of a table, batch by batch (texts of one batch at a time)."""
-    return fill_signatures(_text_batches(TableRows(table), field, c.batch_size), len(table), c, ctx, label)
+    batches = (texts(b, field) for b in TableRows(table).scan(text_columns(field), c.batch_size))
+    return fill_signatures(batches, len(table), c, ctx, label)
 
 
-def _text_batches(rows: Rows, field: str, batch_rows: int) -> Iterator[list[str]]:
-    """The texts of ``rows`` under ``field``, a batch at a time (only the columns they need are read)."""
-    return (texts(b, field) for b in rows.scan(text_columns(field), batch_rows))
+def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageContext,
+                    refs: list[tuple[pa.Table, np.ndarray, np.ndarray, str]] = (), label: str = "minhash_dedup"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``rows``, the index of the row that survives in its cluster (itself
+    if kept; ``n`` and above: a row of the ``refs``, the ``against`` versions, as (table,
+    signatures, valid, field)) and the estimated Jaccard with it. Runs through
+    ``ctx.planner()``, the same steps here and on Ray:
+
+    1. map over the blocks: signatures (they stay where the block ran) and each row's band
+       hashes, split by hash into ``plan.partitions`` partitions;
+    2. one reduce per partition: the rows sharing a (band, hash) become candidate pairs
+       (``lsh.pair_keys``, the grouping ``lsh.candidate_pairs`` uses);
+    3. the driver: the unique candidate pairs, and the signatures of the rows in them
+       (taken from the blocks' signatures, nothing else moves);
+    4. verification (``verified_pairs``): the shingle sets of the rows in doubtful pairs,
+       built in the blocks that hold them;
+    5. connected components of the verified edges on the driver, the survivor of each by
+       ``keep``: memory O(candidate pairs + rows in them)."""
+    plan = ctx.planner()
+    n, parts = rows.num_rows, plan.partitions
+    bands, band_rows = c.banding()
+    a, b = lsh.permutations(c.num_perm, c.seed)
+    fn = partial(_minhash_block, c.normalizer(), c.ngram, c.unit, a, b, bands, band_rows, parts, field, c.keep == "longest")
+    mapped = plan.map(rows, text_columns(field), fn, outputs=1 + parts, description=f"{label}: signatures ({n:,} rows)")
+    total, ref_parts = n, []
+    for table, sig, valid, _ in refs:
+        ref_parts.append(band_records(sig, valid, total, bands, band_rows, parts))
+        total += len(table)
+    found = plan.call(partial(_pair_keys, total), [tuple(m[1 + p] for m in mapped) + tuple(r[p] for r in ref_parts)
+                                                 for p in range(parts)], f"{label}: candidate pairs")
+    pairs = lsh.pairs_of(lsh.sorted_unique(np.concatenate([np.zeros(0, np.int64), *found])), total)
+    pairs = pairs[pairs[:, 0] < n]  # pairs are sorted (i < j): this drops pairs of two reference rows
+    nodes = lsh.sorted_unique(pairs.ravel())  # every row in a candidate pair, ascending: the graph's nodes
+    ours = int(np.searchsorted(nodes, n))
+    starts = np.array([s for s, _ in plan.spans(rows)] + [n], dtype=np.int64)
+    by_block = _by_block(nodes[:ours], starts)
+    taken = plan.call(_take_rows, [(mapped[i][0], local) for i, local in by_block.items()],
+                      f"{label}: signatures of {ours:,} candidate rows")
+    del mapped
+    sig = np.vstack([np.zeros((0, c.num_perm), np.uint32), *(t[0] for t in taken), *_ref_rows(refs, nodes[ours:], n)])
+    cpairs = np.searchsorted(nodes, pairs)
+    del pairs
+
+    def sets_of(compact: np.ndarray) -> list[np.ndarray]:
+        """Shingle sets of the nodes ``compact`` (ascending), built where their texts are."""
+        want = nodes[compact]
+        mine = want[want < n]
+        args = {i: (local,) for i, local in _by_block(mine, starts).items()}
+        shingled = partial(_shingle_block, c.normalizer(), c.ngram, c.unit, field)
+        built = plan.fetch([m[0] for m in plan.map(rows, text_columns(field), shingled, args=args,
+                                                    description=f"verify ({len(want):,} rows)")])
+        out = [s for block in built for s in block]
+        start = n
+        for table, _, _, ref_field in refs:
+            theirs = want[(want >= start) & (want < start + len(table))] - start
+            if len(theirs):
+                ref_texts = texts(table.take(pa.array(theirs)), ref_field)
+                out.extend(lsh.shingle_sets([c.normalizer()(t) for t in ref_texts], c.ngram, c.unit))
+            start += len(table)
+        return out
+
+    verified = verified_pairs(cpairs, sig, c, sets_of)
+    labels = lsh.components(len(nodes), verified)
+    if c.keep == "first":
+        priority = np.zeros(len(nodes))
+    elif c.keep == "longest":
+        priority = np.zeros(len(nodes))
+        priority[:ours] = -np.concatenate([np.zeros(0), *(t[1] for t in taken)]).astype(np.float64)
+    else:
+        if c.score_column not in rows.column_names:
+            raise StageError(f"{label}: keep=score, but there is no column '{c.score_column}'")
+        scores = rows.column(c.score_column).to_numpy(zero_copy_only=False).astype(np.float64)
+        priority = np.zeros(len(nodes))
+        priority[:ours] = -np.nan_to_num(scores[nodes[:ours]], nan=-np.inf)
+    winner = _survivors(labels, nodes >= n, priority)[labels[:ours]]
+    kept_of = np.arange(n, dtype=np.int64)
+    kept_of[nodes[:ours]] = nodes[winner]
+    jac = np.ones(n, dtype=np.float32)  # a kept row's estimate with itself
+    jac[nodes[:ours]] = lsh.estimated_jaccard(sig, np.stack([np.arange(ours), winner], axis=1))
+    return kept_of, jac
+
+
+def band_records(sig: np.ndarray, valid: np.ndarray, offset: int, bands: int, band_rows: int, parts: int) -> tuple:
+    """The band hashes of rows ``offset ..`` with a signature, split by hash into ``parts``:
+    for each partition, (band, hash, row) arrays, row-major (each row's bands in order, rows
+    ascending)."""
+    idx = np.flatnonzero(valid)
+    keys = lsh.band_hashes(sig[idx], bands, band_rows).ravel()
+    band = np.tile(np.arange(bands, dtype=np.uint16), len(idx))
+    row = np.repeat((idx + offset).astype(np.int64), bands)
+    which = (keys % np.uint64(parts)).astype(np.int64)
+    order = np.argsort(which, kind="stable")
+    cuts = np.cumsum(np.bincount(which, minlength=parts))[:-1]
+    return tuple(zip(*(np.split(x[order], cuts) for x in (band, keys, row))))
+
+
+def _minhash_block(normalize, ngram, unit, a, b, bands, band_rows, parts, field, lengths, table, offset) -> tuple:
+    """One block: ((signatures, valid, text lengths or None), band records of each partition)."""
+    batch = texts(table, field)
+    sig, valid = _signature_batch(normalize, ngram, unit, a, b, batch)
+    size = np.array([len(t) for t in batch], dtype=np.int64) if lengths else None
+    return ((sig, valid, size), *band_records(sig, valid, offset, bands, band_rows, parts))
+
+
+def _pair_keys(total: int, *records: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """One partition's candidate pair keys: band by band, the rows sharing a hash."""
+    if not records:
+        return np.zeros(0, np.int64)
+    band, keys, row = (np.concatenate([r[k] for r in records]) for k in range(3))
+    order = np.argsort(band, kind="stable")  # rows stay ascending within a band
+    band, keys, row = band[order], keys[order], row[order]
+    cuts = np.flatnonzero(np.diff(band)) + 1
+    out = [lsh.pair_keys(k, r, total) for k, r in zip(np.split(keys, cuts), np.split(row, cuts))]
+    return lsh.sorted_unique(np.concatenate([np.zeros(0, np.int64), *out]))
+
+
+def _by_block(idx: np.ndarray, starts: np.ndarray) -> dict[int, np.ndarray]:
+    """Ascending row indices grouped by the block that holds them, as indices within it."""
+    block = np.searchsorted(starts, idx, side="right") - 1
+    cuts = np.flatnonzero(np.diff(block)) + 1
+    return {int(g[0]): i - starts[g[0]] for g, i in zip(np.split(block, cuts), np.split(idx, cuts)) if len(i)}
+
+
+def _take_rows(info: tuple, local: np.ndarray) -> tuple:
+    sig, _, size = info
+    return sig[local], (size[local] if size is not None else None)
+
+
+def _ref_rows(refs, idx: np.ndarray, n: int) -> list[np.ndarray]:
+    """Signatures of the reference rows ``idx`` (global indices, ascending, all >= n)."""
+    out, start = [], n
+    for table, sig, _, _ in refs:
+        out.append(sig[idx[(idx >= start) & (idx < start + len(table))] - start])
+        start += len(table)
+    return out
+
+
+def _shingle_block(normalize, ngram, unit, field, table, offset, local) -> tuple:
+    return (lsh.shingle_sets([normalize(t) for t in texts(table.take(pa.array(local)), field)], ngram, unit),)
 
 
 def fill_signatures(batches, n: int, c: MinhashDedupConfig, ctx: StageContext, label: str):
@@ -204,51 +326,19 @@ def fill_signatures(batches, n: int, c: MinhashDedupConfig, ctx: StageContext, l
 
 def dedup_parquet(path: str, column: str, c: MinhashDedupConfig, ctx: StageContext | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``minhash_dedup`` over a Parquet file without loading it: texts are streamed twice
-    (signatures; then the candidate rows, for verification), so memory is the signatures
-    and band hashes plus a few batches -- the shard-by-shard path a distributed executor
-    uses. Returns (kept_of, jaccard): for each row, the index of the row that survives in
-    its cluster (itself if kept), and the estimated Jaccard with it. keep=first only."""
+    """``minhash_dedup`` over a Parquet file without loading it (``near_duplicates`` over
+    the file read as a one-shard version, block by block): memory is the signatures and
+    band records plus a few blocks. Returns (kept_of, jaccard): for each row, the index of
+    the row that survives in its cluster (itself if kept), and the estimated Jaccard with it."""
     import pyarrow.parquet as pq
 
-    if c.keep != "first" or c.against:
-        raise StageError("dedup_parquet supports keep=first without 'against'; use the stage for the rest")
-    ctx = ctx or StageContext()
-    pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every column chunk read (~1 GB at 1M rows)
-    n = pf.metadata.num_rows
-    batches = (b.column(0).to_pylist() for b in pf.iter_batches(batch_size=c.batch_size, columns=[column]))
-    sig, valid = fill_signatures(batches, n, c, ctx, f"minhash {path}")
-    pairs = lsh.candidate_pairs(lsh.band_hashes(sig, *c.banding()), valid)  # band hashes freed here
-    texts_again = (b.column(0).to_pylist() for b in pq.ParquetFile(path, pre_buffer=False).iter_batches(
-        batch_size=c.batch_size, columns=[column]))
-    pairs = verified_pairs(pairs, sig, c, _TextsAt(texts_again, n), ctx)
-    labels = lsh.components(n, pairs)
-    kept_of = _survivors(labels, n, None, column, c)[labels]
-    return kept_of, lsh.estimated_jaccard(sig, np.stack([np.arange(n), kept_of], axis=1))
-
-
-class _TextsAt:
-    """Texts of ascending row indices: of our rows (below ``n``) read in one more pass over
-    ``batches``, and of the ``refs`` tables (the ``against`` versions) that follow them."""
-
-    def __init__(self, batches: Iterator[list[str]], n: int, refs: list[tuple[pa.Table, str]] = ()):
-        self._batches, self._n, self._refs = batches, n, list(refs)
-        self._start, self._texts = 0, []
-
-    def __call__(self, idx: np.ndarray) -> list[str]:
-        out = []
-        for i in idx[idx < self._n].tolist():
-            while i >= self._start + len(self._texts):
-                self._start += len(self._texts)
-                self._texts = next(self._batches)
-            out.append(self._texts[i - self._start])
-        start = self._n
-        for table, field in self._refs:
-            mine = idx[(idx >= start) & (idx < start + len(table))]
-            if len(mine):
-                out.extend(texts(table.take(pa.array(mine - start)), field))
-            start += len(table)
-        return out
+    if c.against:
+        raise StageError("dedup_parquet does not take 'against'; use the stage")
+    file = Path(path)
+    n = pq.ParquetFile(file).metadata.num_rows
+    rows = Version(file.parent, {"fingerprint": file.name, "shards": [file.name], "counts": {"kept": n},
+                                 "columns": {column: "string"}})
+    return near_duplicates(rows, column, c, ctx or StageContext(), label=f"minhash {path}")
 
 
 def _signature_batch(normalize, ngram, unit, a, b, batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -256,8 +346,7 @@ def _signature_batch(normalize, ngram, unit, a, b, batch: list[str]) -> tuple[np
     return lsh.signatures(hashes, offsets, a, b), np.diff(offsets) > 0
 
 
-def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, texts_at,
-                   ctx: StageContext | None = None) -> np.ndarray:
+def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, sets_of) -> np.ndarray:
     """Candidate pairs that pass ``c.verify`` at ``c.threshold`` -- or, for ``exact``, a
     subset of them with the same connected components (all clustering needs):
 
@@ -266,7 +355,8 @@ def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, te
        the estimate is wrong with probability < 1e-6; sigma = sqrt(t(1-t)/num_perm));
     2. the rest are checked in order of decreasing estimate, in doubling chunks, skipping pairs whose
        rows are already connected by accepted pairs (checking them cannot change a cluster);
-    3. shingle sets are built once, batch by batch in the workers, for the rows of those pairs."""
+    3. shingle sets are built once, by ``sets_of(rows)`` (ascending row indices -> their
+       sets, in order), for the rows of those pairs."""
     if c.verify == "none" or len(pairs) == 0:
         return pairs
     est = lsh.estimated_jaccard(sig, pairs)
@@ -277,12 +367,8 @@ def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, te
     unsure = ~sure & (est >= c.threshold - 5 * sigma)
     accepted = [pairs[sure]]
     pairs = pairs[unsure][np.argsort(-est[unsure], kind="stable")]
-    ctx = ctx or StageContext()
     rows = lsh.sorted_unique(pairs.ravel())
-    batches = (texts_at(rows[i : i + c.batch_size]) for i in range(0, len(rows), c.batch_size))
-    fn = partial(_shingle_set_batch, c.normalizer(), c.ngram, c.unit)
-    computed = ctx.imap(fn, batches, -(-len(rows) // c.batch_size), f"verify ({len(rows):,} rows)")
-    sets = dict(zip(rows.tolist(), (s for batch in computed for s in batch)))
+    sets = dict(zip(rows.tolist(), sets_of(rows))) if len(rows) else {}
     n_nodes = sig.shape[0]
     labels = lsh.components(n_nodes, accepted[0])
     start, size = 0, VERIFY_CHUNK
@@ -298,27 +384,11 @@ def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, te
 VERIFY_CHUNK = 5_000
 
 
-def _shingle_set_batch(normalize, ngram, unit, batch: list[str]) -> list[np.ndarray]:
-    return lsh.shingle_sets([normalize(t) for t in batch], ngram, unit)
-
-
-def _survivors(labels: np.ndarray, n: int, rows: Rows | None, field: str, c: MinhashDedupConfig) -> np.ndarray:
-    """For each cluster label, the row index that survives: a reference row if the cluster
-    has one (the first), else by the keep policy among our rows (ties: the first)."""
+def _survivors(labels: np.ndarray, is_ref: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """For each cluster label, the node that survives: a reference row if the cluster has
+    one (the first), else the lowest ``priority`` (ties: the first)."""
     total = len(labels)
     idx = np.arange(total)
-    if c.keep == "first":
-        priority = np.zeros(total)
-    elif c.keep == "longest":
-        priority = np.zeros(total)
-        priority[:n] = -np.array([len(t) for b in _text_batches(rows, field, c.batch_size) for t in b], dtype=np.float64)
-    else:
-        if c.score_column not in rows.column_names:
-            raise StageError(f"minhash_dedup: keep=score, but there is no column '{c.score_column}'")
-        scores = rows.column(c.score_column).to_numpy(zero_copy_only=False).astype(np.float64)
-        priority = np.zeros(total)
-        priority[:n] = -np.nan_to_num(scores, nan=-np.inf)
-    is_ref = idx >= n
     order = np.lexsort((idx, priority, ~is_ref, labels))  # by label, refs first, best priority, first row
     first_of_label = np.ones(total, dtype=bool)
     first_of_label[1:] = labels[order][1:] != labels[order][:-1]
