@@ -10,8 +10,11 @@ and writes the block's kept and rejected rows at once (``Store.writer``), so mem
 block, not the corpus, and a killed run resumes at the first unfinished block. Locally the
 blocks run one after another, each stage spreading its per-row work over the machine's
 cores as it always does; on Ray each block is one task (one CPU), on any node of the
-cluster, and the tasks write their blocks into the same version folder. Other stages
-(dedup, selection, allocation: a decision over the whole pool) run in the driver.
+cluster, and the tasks write their blocks into the same version folder. A stage that
+decides over the whole pool from a few columns (the dedups) runs its per-block maps and
+per-partition reduces through the executor's ``Plan``: ``LocalPlan`` here, ``RayPlan`` as
+Ray tasks, the decision on the driver from what the reduces return. Other stages
+(selection, allocation) get their input as one table in the driver.
 """
 
 from __future__ import annotations

@@ -44,9 +44,10 @@ def hash_parts(*parts: Any) -> str:
 
 
 def hash_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Content hash of a file (xxh3-128: ~10 GB/s, so a rerun can afford to check inputs)."""
+    """Content hash of a file (xxh3-128: ~10 GB/s, so a rerun can afford to check inputs); a
+    file behind a filesystem (``curate.sources.paths.RemotePath``) is read as a stream."""
     h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
+    with (path.open_bytes() if hasattr(path, "open_bytes") else open(path, "rb")) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

@@ -40,6 +40,7 @@ from .finetune import Finished
 from .pipeline import Pipeline, RecipeInfo, RunResult, step_names
 from .settings import apply_settings, parse_settings, suggest  # noqa: F401 (parse_settings: the CLI reads it here)
 from .stage import RECIPE_DATA, RECIPE_PATHS, Reporter, Stage, merge_settings, validation_problems
+from .sources.paths import is_uri
 from .store import _NAME_RE, Store, Version
 from .train import TrainedModel
 
@@ -349,7 +350,7 @@ def _source(data: dict, path: Path, problems: _Problems, sources: dict, check_in
 def _resolve_paths(value: Any, base: Path) -> Any:
     if isinstance(value, list):
         return [_resolve_paths(v, base) for v in value]
-    if isinstance(value, str) and not Path(value).is_absolute():
+    if isinstance(value, str) and not Path(value).is_absolute() and not is_uri(value):
         return str(base / value)
     return value
 

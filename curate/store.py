@@ -55,7 +55,19 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 
 def default_root(root: str | os.PathLike | None = None) -> Path:
-    return Path(root or os.environ.get("CURATE_STORE") or ".curate")
+    """The store's folder: ``root``, else ``$CURATE_STORE``, else ``.curate``. A ``file://`` URI
+    names a local folder; any other scheme is refused with what to do instead (the store
+    renames folders into place, which object stores cannot do atomically: a cluster shares
+    it on a filesystem every node mounts)."""
+    root = str(root or os.environ.get("CURATE_STORE") or ".curate")
+    scheme, sep, rest = root.partition("://")
+    if sep and scheme.isalnum() and len(scheme) > 1:
+        if scheme.lower() != "file":
+            raise UsageError(f"store {root}: a store lives on a filesystem (a local disk, or NFS / Lustre / a FUSE mount "
+                             f"of the bucket, such as gcsfuse or mountpoint-s3, that every node sees), not behind "
+                             f"{scheme}://; sources may be {scheme}:// URIs")
+        root = rest
+    return Path(root)
 
 
 def check_name(name: str) -> str:

@@ -191,3 +191,16 @@ def test_the_main_jobs_reference_lm_never_trains_on_the_heldout_problems():
     assert recipe.models["ref_lm"].train_tiny.data == reference_lm_data()
     assert len(heldout_ids()) == 10 and recipe.train.model == "ref_lm"
     assert str(recipe.eval.data).endswith("champ_heldout.jsonl")
+
+
+def test_a_source_uri_is_left_as_written_and_the_recipe_runs_from_it(tmp_path):
+    from curate import Store
+
+    recipe = write(tmp_path, GOOD.replace("path: pool.jsonl", f"path: file://{tmp_path}/pool.jsonl"))
+    r = load_recipe(recipe)
+    assert r.source.config.path == f"file://{tmp_path}/pool.jsonl"
+    result = r.pipeline().run(Store(f"file://{tmp_path}/store"))
+    assert result.final.manifest["counts"]["in"] == 1 and (tmp_path / "store" / "versions").is_dir()
+    bad = write(tmp_path, GOOD.replace("path: pool.jsonl", f"path: file://{tmp_path}/missing.jsonl"))
+    with pytest.raises(RecipeError, match="missing.jsonl"):
+        load_recipe(bad)

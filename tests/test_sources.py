@@ -591,3 +591,58 @@ def test_source_accepts_a_config_object_and_overrides():
     assert source.config.limit_problems == 3 and source.config.include_reference
     assert repr(source) == "ChampSource(include_reference=True, limit_problems=3)"
     assert os.fspath(JsonlSource(path=Path("a.jsonl")).config.path) == "a.jsonl"
+
+
+# -- URIs through pyarrow's filesystems ----------------------------------------------------
+
+
+def test_a_file_uri_reads_through_pyarrows_filesystem_as_the_local_path_does(tmp_path):
+    """``file://`` entries go through pyarrow's LocalFileSystem (the code path of s3://, gs://
+    and hdfs://): a directory, a glob and a single file read the same rows and ids as the
+    local paths, gzip and Parquet included; the fingerprint hashes the files' content."""
+    from curate.sources.paths import RemotePath, resolve
+
+    d = tmp_path / "data"
+    write_jsonl(d / "one.jsonl", GOOD)
+    (d / "sub").mkdir()
+    with gzip.open(d / "sub" / "two.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps({**r, "uid": f"gz{r['uid']}"}) + "\n" for r in GOOD))
+    (d / ".hidden").mkdir()
+    write_jsonl(d / ".hidden" / "skip.jsonl", GOOD)
+    (d / "notes.txt").write_text("not data")
+    pq.write_table(pa.Table.from_pylist([{**r, "final": str(r["final"])} for r in GOOD]), tmp_path / "rows.parquet")
+
+    files, problems = resolve(f"file://{d}", JsonlSource(path="x").extensions)
+    assert problems == [] and all(isinstance(f, RemotePath) for f in files)
+    assert [str(f) for f in files] == [f"file://{d}/one.jsonl", f"file://{d}/sub/two.jsonl.gz"]
+    for local, uri in ((str(d), f"file://{d}"), (f"{d}/*.jsonl", f"file://{d}/*.jsonl"),
+                       (str(d / "one.jsonl"), f"file://{d}/one.jsonl")):
+        here, there = JsonlSource(path=local, fields=MAPPING), JsonlSource(path=uri, fields=MAPPING)
+        a, b = here.read(), there.read()
+        assert len(a.kept) >= 3 and canonical(b.kept) == canonical(a.kept), uri
+    from curate.fingerprint import hash_file
+
+    assert [hash_file(f) for f in files] == [hash_file(d / "one.jsonl"), hash_file(d / "sub" / "two.jsonl.gz")]
+    before = JsonlSource(path=f"file://{d}").fingerprint()  # the files' content is in it, read through the filesystem
+    write_jsonl(d / "one.jsonl", GOOD[:1])
+    assert JsonlSource(path=f"file://{d}").fingerprint() != before
+    here = ParquetSource(path=str(tmp_path / "rows.parquet"), fields=MAPPING)
+    there = ParquetSource(path=f"file://{tmp_path}/rows.parquet", fields=MAPPING)
+    assert there.check() == [] and canonical(there.read().kept) == canonical(here.read().kept)
+
+
+def test_a_wrong_uri_fails_at_once_naming_it(tmp_path):
+    missing = f"file://{tmp_path}/nope/x.jsonl"
+    assert JsonlSource(path=missing).check() == [f"path: no file matches '{missing}'"]
+    with pytest.raises(SourceError, match="nope"):
+        JsonlSource(path=missing).read()
+    assert JsonlSource(path=f"file://{tmp_path}/nope/*.jsonl").check() == [f"path: no file matches 'file://{tmp_path}/nope/*.jsonl'"]
+    (tmp_path / "empty").mkdir()
+    assert "holds no" in JsonlSource(path=f"file://{tmp_path}/empty").check()[0]
+    problem = JsonlSource(path="nosuchscheme://bucket/x.jsonl").check()
+    assert len(problem) == 1 and problem[0].startswith("path: cannot open 'nosuchscheme://bucket/x.jsonl'")
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("this is not parquet")
+    assert "bad.parquet" in ParquetSource(path=f"file://{bad}").check()[0]
+    with pytest.raises(SourceError, match="bad.parquet"):
+        ParquetSource(path=f"file://{bad}").read()

@@ -91,3 +91,12 @@ def test_default_root_comes_from_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("CURATE_STORE")
     monkeypatch.chdir(tmp_path)
     assert Store().root == (tmp_path / ".curate").resolve()
+
+
+def test_a_store_takes_a_file_uri_and_refuses_an_object_store_naming_it(tmp_path):
+    from curate.errors import UsageError
+
+    store = Store(f"file://{tmp_path}/s")
+    assert store.root == (tmp_path / "s").resolve()
+    with pytest.raises(UsageError, match=r"store s3://bucket/curate: a store lives on a filesystem"):
+        Store("s3://bucket/curate")

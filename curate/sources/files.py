@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from ..errors import SourceError
 from ..stage import StageContext
 from .base import Source, SourceOutput
-from .formats import FORMATS, Format, compression_problems, format_of, open_text, read_records, suffixes
+from .formats import FORMATS, Format, compression_problems, format_of, open_text, parquet_file, read_records, suffixes
 from .normalise import FileSourceConfig, Normaliser, missing_columns
 from .paths import id_names, resolve, resolve_or_raise, shown
 
@@ -153,14 +152,14 @@ class ParquetSource(FileSource):
 
     def check_file(self, path: Path) -> list[str]:
         try:
-            schema = pq.read_schema(path)
+            schema = parquet_file(path).schema_arrow
         except (pa.ArrowException, OSError) as e:
             return [f"path: '{path}' is not a readable Parquet file ({e})"]
         return missing_columns(self.config, schema.names, f"'{path}'")
 
     def read_file(self, path: Path, name: str, norm: Normaliser, ctx: StageContext, total: int | None = None) -> None:
         try:
-            pf = pq.ParquetFile(path)  # the footer only: kept columns keep their Arrow types
+            pf = parquet_file(path)  # the footer only: kept columns keep their Arrow types
         except (pa.ArrowException, OSError) as e:
             raise SourceError(f"cannot read {shown(path)} as Parquet: {e}") from None
         schema = pf.schema_arrow

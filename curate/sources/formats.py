@@ -50,7 +50,7 @@ from .paths import shown
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 # Compression suffix -> how to open such a file as bytes, and the bytes such a file starts with.
-COMPRESSIONS: dict[str, Callable[[Path], IO[bytes]]] = {".gz": lambda path: gzip.open(path, "rb")}
+COMPRESSIONS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {".gz": lambda raw: gzip.open(raw, "rb")}
 MAGIC = {".gz": b"\x1f\x8b"}
 BATCH_ROWS = 8192  # Parquet rows decoded at a time
 BOM = b"\xef\xbb\xbf"
@@ -85,9 +85,20 @@ class Format:
 # -- how each format is read -------------------------------------------------------------
 
 
+def open_raw(path: Path) -> IO[bytes]:
+    """A file's bytes as stored: a local file, or one behind a filesystem (``RemotePath``)."""
+    return path.open_bytes() if hasattr(path, "open_bytes") else open(path, "rb")
+
+
 def open_bytes(path: Path) -> IO[bytes]:
+    """A file's bytes, decompressed by its name."""
     c = compression(path)
-    return COMPRESSIONS[c](path) if c else open(path, "rb")
+    return COMPRESSIONS[c](open_raw(path)) if c else open_raw(path)
+
+
+def parquet_file(path: Path) -> pq.ParquetFile:
+    """A Parquet file, local or behind a filesystem (``RemotePath``)."""
+    return pq.ParquetFile(path.open_random() if hasattr(path, "open_random") else path)
 
 
 def open_text(path: Path) -> IO[str]:
@@ -170,7 +181,7 @@ def _text_lines(path: Path, file: str, delimiter: str) -> Iterator[Record]:
 
 def _parquet_rows(path: Path, file: str, delimiter: str) -> Iterator[Record]:
     try:
-        pf = pq.ParquetFile(path)
+        pf = parquet_file(path)
         number = 0
         for batch in pf.iter_batches(batch_size=BATCH_ROWS):
             for value in batch.to_pylist():
@@ -196,6 +207,11 @@ FORMATS: dict[str, Format] = {
 }
 
 
+def file_name(path: str | Path) -> str:
+    """The last part of a path, a URI's too."""
+    return path.name if hasattr(path, "name") else Path(path).name
+
+
 def suffixes(formats: Iterable[Format] | None = None) -> tuple[str, ...]:
     """Every suffix of ``formats`` (default: all), compressed ones included."""
     return tuple(s for f in (FORMATS.values() if formats is None else formats) for s in f.suffixes)
@@ -203,7 +219,7 @@ def suffixes(formats: Iterable[Format] | None = None) -> tuple[str, ...]:
 
 def format_of(path: str | Path, formats: Iterable[Format] | None = None) -> Format | None:
     """The format a file's name ends in (case-insensitive; the longest suffix wins), or None."""
-    name = Path(path).name.lower()
+    name = file_name(path).lower()
     found = [(s, f) for f in (FORMATS.values() if formats is None else formats) for s in f.suffixes if name.endswith(s)]
     return max(found, key=lambda sf: len(sf[0]))[1] if found else None
 
@@ -224,7 +240,7 @@ def file_format(path: str | Path, formats: Iterable[Format] | None = None) -> Fo
 
 def compression(path: str | Path) -> str | None:
     """The compression suffix a file's name ends in (``.gz``), or None."""
-    name = Path(path).name.lower()
+    name = file_name(path).lower()
     return next((c for c in COMPRESSIONS if name.endswith(c)), None)
 
 
@@ -234,7 +250,7 @@ def compression_problems(path: Path) -> list[str]:
     if c is None:
         return []
     try:
-        with open(path, "rb") as f:
+        with open_raw(path) as f:
             if f.read(len(MAGIC[c])) == MAGIC[c]:
                 return []
     except OSError as e:
@@ -254,7 +270,7 @@ def read_records(path: str | Path, fmt: Format | None = None, *, delimiter: str 
     Compression always follows the name. ``delimiter`` is the CSV field separator.
     ``bad="yield"`` yields records that cannot be parsed, with ``problem`` set, instead of
     raising."""
-    path = Path(path)
+    path = path if hasattr(path, "open_bytes") else Path(path)
     return _records(path, fmt or file_format(path), delimiter, bad)
 
 

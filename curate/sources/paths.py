@@ -1,16 +1,109 @@
 """Turning a config's ``path`` into a sorted list of files, and each file into the short
-name its rows' default ids use."""
+name its rows' default ids use.
+
+An entry is a local path or a URI that pyarrow's filesystems read (``file://``, ``s3://``,
+``gs://``, ``hdfs://``, ...): a URI's files are ``RemotePath``s, opened through the
+filesystem wherever the readers open a file, so a source on object storage reads as one on
+disk does.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
+import fnmatch
+import io
+import re
 from collections import defaultdict
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 from ..errors import SourceError
 
 GLOB_CHARS = frozenset("*?[")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(value: str) -> bool:
+    """``scheme://...`` (a Windows drive letter is no scheme)."""
+    return bool(_URI.match(value))
+
+
+@dataclass(frozen=True)
+class RemotePath:
+    """A file behind a pyarrow filesystem: what the readers need of a ``Path`` (``name``,
+    ``parent``, opening it) for a file named by a URI. ``str()`` is the URI."""
+
+    uri: str
+    path: str  # the path within the filesystem
+    filesystem: Any = field(compare=False, hash=False)  # a pyarrow.fs.FileSystem
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.path).name
+
+    @property
+    def parent(self) -> PurePosixPath:
+        return PurePosixPath(self.path).parent
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def relative_to(self, other: Any) -> Any:
+        raise ValueError(f"{self.uri} is not a local path")
+
+    def open_bytes(self) -> IO[bytes]:
+        """The file as a buffered stream of bytes (as stored: decompression is the reader's)."""
+        return io.BufferedReader(self.filesystem.open_input_stream(self.path, compression=None), 1 << 20)
+
+    def open_random(self) -> Any:
+        """The file with random access (what Parquet's footer-first reader needs)."""
+        return self.filesystem.open_input_file(self.path)
+
+
+def _resolve_uri(entry: str, extensions: tuple[str, ...], key: str) -> tuple[list[RemotePath], list[str]]:
+    """The files a URI names (a file, a directory's files with ``extensions``, or a glob in
+    its last parts), through the filesystem pyarrow picks for its scheme."""
+    import pyarrow as pa
+    from pyarrow import fs as pafs
+
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(entry)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        return [], [f"{key}: cannot open '{entry}': {e}"]
+    scheme_end = entry.index("://") + 3
+    at = entry.find(path, scheme_end) if path else -1
+    prefix = entry[:at] if at >= 0 else entry[:scheme_end]  # file://, s3://, hdfs://host:port
+
+    def uri_of(p: str) -> str:
+        return prefix + p
+
+    def listed(folder: str) -> list[Any]:
+        return [i for i in filesystem.get_file_info(pafs.FileSelector(folder, recursive=True)) if i.type == pafs.FileType.File]
+
+    try:
+        if GLOB_CHARS & set(path):
+            parts = path.split("/")
+            fixed = next(k for k, part in enumerate(parts) if GLOB_CHARS & set(part))
+            folder = "/".join(parts[:fixed]) or "/"
+            infos = listed(folder) if filesystem.get_file_info(folder).type == pafs.FileType.Directory else []
+            found = [i.path for i in infos if fnmatch.fnmatchcase(i.path, path)]
+            problems = [] if found else [f"{key}: no file matches '{entry}'"]
+        else:
+            info = filesystem.get_file_info(path)
+            if info.type == pafs.FileType.Directory:
+                root = path.rstrip("/") + "/"
+                found = [i.path for i in listed(path) if has_extension(i.path, extensions)
+                         and not any(part.startswith(".") for part in i.path[len(root):].split("/"))]
+                problems = [] if found else [f"{key}: directory '{entry}' holds no {'/'.join(extensions)} files"]
+            elif info.type == pafs.FileType.File:
+                found, problems = [path], []
+            else:
+                found, problems = [], [f"{key}: no file matches '{entry}'"]
+    except (pa.ArrowException, OSError) as e:
+        return [], [f"{key}: cannot read '{entry}': {e}"]
+    return [RemotePath(uri_of(f), f, filesystem) for f in found], problems
 
 
 def resolve(path: str | list[str], extensions: tuple[str, ...], key: str = "path") -> tuple[list[Path], list[str]]:
@@ -24,6 +117,11 @@ def resolve(path: str | list[str], extensions: tuple[str, ...], key: str = "path
     found: set[Path] = set()
     problems: list[str] = []
     for entry in entries:
+        if is_uri(entry):
+            remote, trouble = _resolve_uri(entry, extensions, key)
+            found.update(remote)
+            problems.extend(trouble)
+            continue
         p = Path(os.path.abspath(Path(entry).expanduser()))
         if GLOB_CHARS & set(entry):
             matches = [Path(m) for m in glob.glob(str(p), recursive=True) if os.path.isfile(m)]

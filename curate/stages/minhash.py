@@ -188,7 +188,8 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
     n, parts = rows.num_rows, plan.partitions
     bands, band_rows = c.banding()
     a, b = lsh.permutations(c.num_perm, c.seed)
-    fn = partial(_minhash_block, c.normalizer(), c.ngram, c.unit, a, b, bands, band_rows, parts, field, c.keep == "longest")
+    fn = partial(_minhash_block, c.normalizer(), c.ngram, c.unit, a, b, bands, band_rows, parts, field, c.keep == "longest",
+                 c.batch_size)
     mapped = plan.map(rows, text_columns(field), fn, outputs=1 + parts, description=f"{label}: signatures ({n:,} rows)")
     total, ref_parts = n, []
     for table, sig, valid, _ in refs:
@@ -262,10 +263,15 @@ def band_records(sig: np.ndarray, valid: np.ndarray, offset: int, bands: int, ba
     return tuple(zip(*(np.split(x[order], cuts) for x in (band, keys, row))))
 
 
-def _minhash_block(normalize, ngram, unit, a, b, bands, band_rows, parts, field, lengths, table, offset) -> tuple:
-    """One block: ((signatures, valid, text lengths or None), band records of each partition)."""
+def _minhash_block(normalize, ngram, unit, a, b, bands, band_rows, parts, field, lengths, batch_size, table,
+                   offset) -> tuple:
+    """One block: ((signatures, valid, text lengths or None), band records of each partition).
+    Signatures are computed ``batch_size`` texts at a time (their work arrays are shingles x
+    num_perm: a 10,000-row block at once would take GBs)."""
     batch = texts(table, field)
-    sig, valid = _signature_batch(normalize, ngram, unit, a, b, batch)
+    done = [_signature_batch(normalize, ngram, unit, a, b, batch[s : s + batch_size]) for s in range(0, len(batch), batch_size)]
+    sig = np.vstack([np.zeros((0, len(a)), np.uint32), *(d[0] for d in done)])
+    valid = np.concatenate([np.zeros(0, bool), *(d[1] for d in done)])
     size = np.array([len(t) for t in batch], dtype=np.int64) if lengths else None
     return ((sig, valid, size), *band_records(sig, valid, offset, bands, band_rows, parts))
 
