@@ -354,6 +354,28 @@ def _star(fn: Callable[..., Any], args: tuple) -> Any:
     return fn(*args)
 
 
+def release_memory() -> None:
+    """Hand the heap's freed pages back to the OS (glibc's ``malloc_trim``; elsewhere nothing).
+    After a stage drops hundreds of MB of arrays, glibc keeps them mapped -- its mmap threshold
+    grows with every large block freed, so later arrays come from a heap that never shrinks;
+    measured at 1M rows of minhash_dedup: 3.3 GB peak without this call, 2.4 GB with it."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+
+
 # Which worker warnings were shown: Python's "default" action shows each (text, category, line) once.
 _WORKER_WARNINGS: dict = {}
 

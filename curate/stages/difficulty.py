@@ -73,6 +73,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 from pydantic import Field, model_validator
 
 from ..algorithms import allocate
@@ -81,10 +82,12 @@ from ..algorithms.answers import MATH_VERIFY_MISSING, AnswerKind
 from ..algorithms.textstats import approx_token_counts
 from ..errors import StageError, warn
 from ..models.base import Sampling
-from ..records import prompt_messages, shape_of, texts
-from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
+from ..records import prompt_messages, shape_of, text_columns, texts
+from ..stage import Decision, Rows, Stage, StageConfig, StageContext, StageOutput, TableRows
 from ..store import Store
 from .verify import BATCH_ROWS, verify_batch
+
+READ_ROWS = 20_000  # rows read at a time when a column is scanned
 
 
 class VerifiedEstimate(Variant):
@@ -209,27 +212,41 @@ class Difficulty(Stage):
             return [f"math-verify=={importlib.metadata.version('math-verify')}"]
         return []
 
+    def decides(self) -> bool:
+        """Streamed past its decision unless ``order: curriculum`` reorders the kept rows (then
+        the input is one table)."""
+        return self.config.order != "curriculum"
+
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+        out = self.decide(TableRows(table), ctx).apply(table)
+        if self.config.order == "curriculum":  # stable; NaN (unknown) last
+            d = out.kept.column("difficulty").combine_chunks().fill_null(math.nan).to_numpy(zero_copy_only=False)
+            kept = out.kept.take(pa.array(np.argsort(d, kind="stable")))
+            out = StageOutput(kept, out.rejected, out.added).with_stats(out.stats or {})
+        return out
+
+    def decide(self, rows: Rows, ctx: StageContext) -> Decision:
+        """Reads the columns its estimate and budget need (verified, the group key, the score
+        or answer column, token counts a batch at a time), never the rows' texts beyond them."""
         c = self.config
         method = c.estimate.method
-        n = table.num_rows
-        gid, n_groups = self._groups(table)
+        n = rows.num_rows
+        gid, n_groups = self._groups(rows)
         stats: dict[str, int | float] = {}
-        has_verified = "verified" in table.column_names
+        has_verified = "verified" in rows.column_names
         if not has_verified and (method == "verified" or c.drop_incorrect):
             raise StageError(f"difficulty: {'estimate: verified' if method == 'verified' else 'drop_incorrect'} "
                              "needs the 'verified' column: run the verify stage first"
                              + (" (or pick estimate: samples or column)" if method == "verified" else ""))
-        is_true, is_false = (_equals(table.column("verified"), v) if has_verified else np.zeros(n, dtype=bool)
+        is_true, is_false = (_equals(rows.column("verified"), v) if has_verified else np.zeros(n, dtype=bool)
                              for v in ("true", "false"))
         if method == "verified":
             d = _fail_rate(gid, n_groups, is_true, is_false)
         elif method == "samples":
-            d = self._sampled(table, gid, n_groups, ctx, stats)
+            d = self._sampled(rows, gid, n_groups, ctx, stats)
         else:
-            d = self._ranked(table, gid, n_groups)
+            d = self._ranked(rows, gid, n_groups)
         row_d = d[gid] if n else np.zeros(0)
-        table = with_columns(table, {"difficulty": pa.array(row_d, pa.float64(), mask=np.isnan(row_d))})
 
         known = ~np.isnan(d)
         median = float(np.median(d[known])) if known.any() else math.nan
@@ -241,7 +258,7 @@ class Difficulty(Stage):
                 raise StageError(f"difficulty: no prompt has a difficulty estimate, so sampling: {c.sampling.method} "
                                  "cannot allocate rows (check the verified / score column)")
             rank, avail = allocate.choice_ranks(gid, n_groups, is_true, wrong, c.seed)
-            cost = self._tokens(table, ctx) if isinstance(c.budget, TokenBudget) else np.ones(n)
+            cost = self._tokens(rows, ctx) if isinstance(c.budget, TokenBudget) else np.ones(n)
             quota = self._quota(alloc, rank, gid, avail, cost, ctx, stats)
             chosen = rank < quota[gid]
         keep = chosen & ~wrong
@@ -255,11 +272,7 @@ class Difficulty(Stage):
             per_group = np.array([f"prompt {s}: quota {q} of its {a} rows" for s, q, a in zip(shown, quota, avail)], dtype=object)
             dropped = ~chosen & ~wrong
             detail[dropped] = per_group[gid[dropped]]
-        reason = np.where(wrong, "wrong_answer", "not_sampled").tolist()
-        out = split(table, keep.tolist(), reason, detail.tolist())
-        kept = out.kept
-        if c.order == "curriculum":  # stable; numpy sorts NaN (unknown) last
-            kept = kept.take(pa.array(np.argsort(row_d[keep], kind="stable")))
+        reason = pa.array(np.where(wrong, "wrong_answer", "not_sampled").tolist(), pa.string())
 
         unknown = int((~known).sum())
         # (kept / wrong / not-sampled row counts are the manifest's counts and reasons already)
@@ -270,19 +283,23 @@ class Difficulty(Stage):
                          f"prompts, {unknown:,} without "
                          f"an estimate{as_median}; kept {int(keep.sum()):,} of {n:,} rows ({int(wrong.sum()):,} "
                          f"wrong, {int((~chosen & ~wrong).sum()):,} not sampled)")
-        return StageOutput(kept, out.rejected).with_stats(stats)
+        return Decision(keep, reason, pa.array(detail.tolist(), pa.string()),
+                        columns={"difficulty": pa.array(row_d, pa.float64(), mask=np.isnan(row_d))},
+                        stats=StageOutput(None, None).with_stats(stats).stats)
 
     # -- difficulty -----------------------------------------------------------------------
-    def _groups(self, table: pa.Table) -> tuple[np.ndarray, int]:
+    def _groups(self, rows: Rows) -> tuple[np.ndarray, int]:
         """Each row's prompt group (0..G-1, in order of first appearance) and G. Rows with a
-        null ``group_by`` value are groups of their own."""
+        null ``group_by`` value are groups of their own. SFT rows' prompts are read a batch at
+        a time and kept as 16-byte hashes."""
         c = self.config
         if c.group_by is not None:
-            keys = _column(table, c.group_by, "group_by").combine_chunks()
-        elif "messages" in table.column_names:
-            keys = pa.array(texts(table, "prompt"), pa.string())
+            keys = _column(rows, c.group_by, "group_by").combine_chunks()
+        elif "messages" in rows.column_names:
+            keys = pa.array([xxhash.xxh3_128_digest(t.encode()) for b in rows.scan(["messages"], READ_ROWS)
+                             for t in texts(b, "prompt")], pa.binary(16))
         else:
-            keys = _column(table, "prompt", "group_by: None (the prompt text)").combine_chunks()
+            keys = _column(rows, "prompt", "group_by: None (the prompt text)").combine_chunks()
         enc = pc.dictionary_encode(keys)
         nulls = enc.indices.is_null().to_numpy(zero_copy_only=False)
         gid = enc.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -290,21 +307,21 @@ class Difficulty(Stage):
         gid[nulls] = n_groups + np.arange(int(nulls.sum()))
         return gid, n_groups + int(nulls.sum())
 
-    def _sampled(self, table: pa.Table, gid: np.ndarray, n_groups: int, ctx: StageContext, stats: dict) -> np.ndarray:
+    def _sampled(self, rows: Rows, gid: np.ndarray, n_groups: int, ctx: StageContext, stats: dict) -> np.ndarray:
         """DART's fail rate: k samples per prompt that has a reference, graded as ``verify`` grades."""
         c, seed = self.config.estimate, self.config.seed
         first = np.unique(gid, return_index=True)[1]  # each group's first row
         refs: list[str | None] = [None] * n_groups  # the group's first non-empty reference
-        for g, ref in zip(gid.tolist(), _column(table, c.answer_column, "answer_column").to_pylist()):
+        for g, ref in zip(gid.tolist(), _column(rows, c.answer_column, "answer_column").to_pylist()):
             if refs[g] is None and ref is not None and str(ref).strip():
                 refs[g] = str(ref)
         todo = [g for g in range(n_groups) if refs[g] is not None]
-        if "messages" in table.column_names:
-            messages = table.column("messages")
-            prompts = [prompt_messages(messages[int(first[g])].as_py()) for g in todo]
+        column = "messages" if "messages" in rows.column_names else "prompt"
+        firsts = _values_at(rows, column, first[todo])
+        if column == "messages":
+            prompts = [prompt_messages(m) for m in firsts]
         else:
-            prompt = table.column("prompt")
-            prompts = [[{"role": "user", "content": prompt[int(first[g])].as_py() or ""}] for g in todo]
+            prompts = [[{"role": "user", "content": p or ""}] for p in firsts]
         sampling = Sampling(n=c.k, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens, seed=seed)
         drawn = ctx.model(c.model).generate(prompts, sampling, track=ctx.reporter.track,
                                            description=f"sampling {c.k} responses per prompt")
@@ -315,10 +332,10 @@ class Difficulty(Stage):
         stats.update(samples=len(pairs), samples_unknown=int((v == "unknown").sum()))
         return _fail_rate(owner, n_groups, v == "true", v == "false")
 
-    def _ranked(self, table: pa.Table, gid: np.ndarray, n_groups: int) -> np.ndarray:
+    def _ranked(self, rows: Rows, gid: np.ndarray, n_groups: int) -> np.ndarray:
         """The percentile rank in [0, 1] of each group's mean score (ties share the mean rank)."""
         c = self.config.estimate
-        x = _numbers(table, c.score_column, "score_column")
+        x = _numbers(rows, c.score_column, "score_column")
         ok = ~np.isnan(x)
         total = np.bincount(gid[ok], weights=x[ok], minlength=n_groups)
         count = np.bincount(gid[ok], minlength=n_groups)
@@ -333,12 +350,14 @@ class Difficulty(Stage):
         return out
 
     # -- allocation -----------------------------------------------------------------------
-    def _tokens(self, table: pa.Table, ctx: StageContext) -> np.ndarray:
+    def _tokens(self, rows: Rows, ctx: StageContext) -> np.ndarray:
         column = self.config.budget.token_column
         if column is None:
-            field = "conversation" if shape_of(table) == "sft" else "text"
-            return np.array(ctx.map_batches(approx_token_counts, texts(table, field), 10_000, "counting tokens"), dtype=np.float64)
-        x = _numbers(table, column, "budget.token_column")
+            field = "conversation" if shape_of(rows) == "sft" else "text"
+            counts = [ctx.map_batches(approx_token_counts, texts(b, field), 10_000, "counting tokens")
+                      for b in rows.scan(text_columns(field), READ_ROWS)]
+            return np.array([x for batch in counts for x in batch], dtype=np.float64)
+        x = _numbers(rows, column, "budget.token_column")
         if np.isnan(x).any():
             raise StageError(f"difficulty: budget.token_column '{column}' has {int(np.isnan(x).sum()):,} rows without a count")
         return x
@@ -364,15 +383,30 @@ class Difficulty(Stage):
         return quota
 
 
-def _column(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
-    if name not in table.column_names:
-        raise StageError(f"difficulty: {what} '{name}' is not a column of the table; columns are {', '.join(table.column_names)}")
-    return table.column(name)
+def _column(rows: Rows, name: str, what: str) -> pa.ChunkedArray:
+    if name not in rows.column_names:
+        raise StageError(f"difficulty: {what} '{name}' is not a column of the table; columns are {', '.join(rows.column_names)}")
+    return rows.column(name)
 
 
-def _numbers(table: pa.Table, name: str, what: str) -> np.ndarray:
+def _values_at(rows: Rows, column: str, idx: np.ndarray) -> list[Any]:
+    """``column``'s values at rows ``idx`` (any order), read a batch at a time."""
+    order = np.argsort(idx, kind="stable")
+    want, found, offset = idx[order], [], 0
+    for batch in rows.scan([column], READ_ROWS):
+        mine = want[(want >= offset) & (want < offset + len(batch))] - offset
+        if len(mine):
+            found.extend(batch.column(column).take(pa.array(mine)).to_pylist())
+        offset += len(batch)
+    out: list[Any] = [None] * len(idx)
+    for k, value in zip(order.tolist(), found):
+        out[k] = value
+    return out
+
+
+def _numbers(rows: Rows, name: str, what: str) -> np.ndarray:
     """A numeric column as float64, nulls as NaN."""
-    col = _column(table, name, what)
+    col = _column(rows, name, what)
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
         raise StageError(f"difficulty: {what} '{name}' holds {col.type}, not numbers")
     return pc.cast(col, pa.float64()).combine_chunks().fill_null(math.nan).to_numpy(zero_copy_only=False)

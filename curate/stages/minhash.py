@@ -41,7 +41,7 @@ from ..algorithms import lsh
 from ..errors import StageError
 from ..fingerprint import hash_parts
 from ..records import default_text_field, text_columns, texts
-from ..stage import Decision, Rows, Stage, StageConfig, StageContext, TableRows, check_keep_policy
+from ..stage import Decision, Rows, Stage, StageConfig, StageContext, TableRows, check_keep_policy, release_memory
 from ..store import Store, Version
 
 
@@ -198,6 +198,7 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
     found = plan.call(partial(_pair_keys, total), [tuple(m[1 + p] for m in mapped) + tuple(r[p] for r in ref_parts)
                                                  for p in range(parts)], f"{label}: candidate pairs")
     pairs = lsh.pairs_of(lsh.sorted_unique(np.concatenate([np.zeros(0, np.int64), *found])), total)
+    del found
     pairs = pairs[pairs[:, 0] < n]  # pairs are sorted (i < j): this drops pairs of two reference rows
     nodes = lsh.sorted_unique(pairs.ravel())  # every row in a candidate pair, ascending: the graph's nodes
     ours = int(np.searchsorted(nodes, n))
@@ -207,6 +208,9 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
                       f"{label}: signatures of {ours:,} candidate rows")
     del mapped
     sig = np.vstack([np.zeros((0, c.num_perm), np.uint32), *(t[0] for t in taken), *_ref_rows(refs, nodes[ours:], n)])
+    sizes = np.concatenate([np.zeros(0, np.int64), *(t[1] for t in taken)]) if c.keep == "longest" else None
+    del taken  # its signatures are in sig now
+    release_memory()
     cpairs = np.searchsorted(nodes, pairs)
     del pairs
 
@@ -215,10 +219,10 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
         want = nodes[compact]
         mine = want[want < n]
         args = {i: (local,) for i, local in _by_block(mine, starts).items()}
-        shingled = partial(_shingle_block, c.normalizer(), c.ngram, c.unit, field)
+        shingled = partial(_shingle_block, c.normalizer(), c.ngram, c.unit, field, c.batch_size)
         built = plan.fetch([m[0] for m in plan.map(rows, text_columns(field), shingled, args=args,
                                                     description=f"verify ({len(want):,} rows)")])
-        out = [s for block in built for s in block]
+        out = [s for values, bounds in built for s in _sets(values, bounds)]
         start = n
         for table, _, _, ref_field in refs:
             theirs = want[(want >= start) & (want < start + len(table))] - start
@@ -229,12 +233,13 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
         return out
 
     verified = verified_pairs(cpairs, sig, c, sets_of)
+    release_memory()  # the shingle sets are gone
     labels = lsh.components(len(nodes), verified)
     if c.keep == "first":
         priority = np.zeros(len(nodes))
     elif c.keep == "longest":
         priority = np.zeros(len(nodes))
-        priority[:ours] = -np.concatenate([np.zeros(0), *(t[1] for t in taken)]).astype(np.float64)
+        priority[:ours] = -sizes.astype(np.float64)
     else:
         if c.score_column not in rows.column_names:
             raise StageError(f"{label}: keep=score, but there is no column '{c.score_column}'")
@@ -251,16 +256,12 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
 
 def band_records(sig: np.ndarray, valid: np.ndarray, offset: int, bands: int, band_rows: int, parts: int) -> tuple:
     """The band hashes of rows ``offset ..`` with a signature, split by hash into ``parts``:
-    for each partition, (band, hash, row) arrays, row-major (each row's bands in order, rows
-    ascending)."""
+    for each partition, for each band, (hashes, rows), rows ascending."""
     idx = np.flatnonzero(valid)
-    keys = lsh.band_hashes(sig[idx], bands, band_rows).ravel()
-    band = np.tile(np.arange(bands, dtype=np.uint16), len(idx))
-    row = np.repeat((idx + offset).astype(np.int64), bands)
-    which = (keys % np.uint64(parts)).astype(np.int64)
-    order = np.argsort(which, kind="stable")
-    cuts = np.cumsum(np.bincount(which, minlength=parts))[:-1]
-    return tuple(zip(*(np.split(x[order], cuts) for x in (band, keys, row))))
+    bh = lsh.band_hashes(sig[idx], bands, band_rows)
+    rows = (idx + offset).astype(np.int64)
+    which = [(bh[:, k] % np.uint64(parts)).astype(np.int64) for k in range(bands)]
+    return tuple([(bh[w == p, k], rows[w == p]) for k, w in enumerate(which)] for p in range(parts))
 
 
 def _minhash_block(normalize, ngram, unit, a, b, bands, band_rows, parts, field, lengths, batch_size, table,
@@ -276,16 +277,15 @@ def _minhash_block(normalize, ngram, unit, a, b, bands, band_rows, parts, field,
     return ((sig, valid, size), *band_records(sig, valid, offset, bands, band_rows, parts))
 
 
-def _pair_keys(total: int, *records: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """One partition's candidate pair keys: band by band, the rows sharing a hash."""
-    if not records:
-        return np.zeros(0, np.int64)
-    band, keys, row = (np.concatenate([r[k] for r in records]) for k in range(3))
-    order = np.argsort(band, kind="stable")  # rows stay ascending within a band
-    band, keys, row = band[order], keys[order], row[order]
-    cuts = np.flatnonzero(np.diff(band)) + 1
-    out = [lsh.pair_keys(k, r, total) for k, r in zip(np.split(keys, cuts), np.split(row, cuts))]
-    return lsh.sorted_unique(np.concatenate([np.zeros(0, np.int64), *out]))
+def _pair_keys(total: int, *records: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """One partition's candidate pair keys: band by band, the rows sharing a hash (each
+    block's records of the band, in block order: rows stay ascending)."""
+    out = [np.zeros(0, np.int64)]
+    for k in range(len(records[0]) if records else 0):
+        keys = np.concatenate([r[k][0] for r in records])
+        rows = np.concatenate([r[k][1] for r in records])
+        out.append(lsh.pair_keys(keys, rows, total))
+    return lsh.sorted_unique(np.concatenate(out))
 
 
 def _by_block(idx: np.ndarray, starts: np.ndarray) -> dict[int, np.ndarray]:
@@ -309,8 +309,21 @@ def _ref_rows(refs, idx: np.ndarray, n: int) -> list[np.ndarray]:
     return out
 
 
-def _shingle_block(normalize, ngram, unit, field, table, offset, local) -> tuple:
-    return (lsh.shingle_sets([normalize(t) for t in texts(table.take(pa.array(local)), field)], ngram, unit),)
+def _shingle_block(normalize, ngram, unit, field, batch_size, table, offset, local) -> tuple:
+    """The shingle sets of rows ``local`` of a block, ``batch_size`` texts at a time, as one
+    flat array and each set's bounds in it (cheap to send; ``_sets`` turns them into views)."""
+    chosen = texts(table.take(pa.array(local)), field)
+    values, bounds = [np.zeros(0, np.uint32)], [np.zeros(1, np.int64)]
+    for s in range(0, len(chosen), batch_size):
+        sets = lsh.shingle_sets([normalize(t) for t in chosen[s : s + batch_size]], ngram, unit)
+        sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
+        bounds.append(bounds[-1][-1] + np.cumsum(sizes))
+        values.append(np.concatenate([np.zeros(0, np.uint32), *sets]))
+    return ((np.concatenate(values), np.concatenate(bounds)),)
+
+
+def _sets(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    return [values[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
 
 
 def fill_signatures(batches, n: int, c: MinhashDedupConfig, ctx: StageContext, label: str):

@@ -52,10 +52,12 @@ from ..errors import StageError, warn
 from ..models import embeddings
 from ..models.config import DEFAULT_EMBEDDER
 from ..models.pool import models_for
-from ..records import texts
+from ..records import text_columns, texts
 from ..sources.refs import DataRef, DataSpec, resolve_data
-from ..stage import RECIPE_DATA, Stage, StageConfig, StageContext, StageOutput, split, with_columns
+from ..stage import RECIPE_DATA, Decision, Rows, Stage, StageConfig, StageContext
 from ..store import Store
+
+READ_ROWS = 20_000  # pool rows read (and embedded) at a time: fixed, so no result depends on a run's blocks
 
 
 class SelectTargetConfig(StageConfig):
@@ -144,9 +146,12 @@ class SelectTarget(Stage):
         cfg["target"] = "content fingerprint in dependencies"  # not the path: a moved checkout stays cached
         return cfg
 
-    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+    def decide(self, rows: Rows, ctx: StageContext) -> Decision:
+        """Reads the selected field only, ``READ_ROWS`` rows at a time, and keeps what the
+        method scores from (embeddings, or DSIR's per-row weights after a first pass that counts
+        the pool's n-grams), never the texts; the rows are then streamed past the decision."""
         c = self.config
-        n = table.num_rows
+        n = rows.num_rows
         k = c.budget if c.budget is not None else round(c.fraction * n)
         k = min(k, n)
         ref = self.target_ref(ctx.store)
@@ -154,19 +159,22 @@ class SelectTarget(Stage):
         if target.num_rows == 0:
             raise StageError(f"{self.name}: the target {ref.label} holds no rows")
         target_field = c.target_field or (c.field if "messages" in target.column_names else "text")
-        pool_text = [t[: c.max_chars] for t in texts(table, c.field)]
         target_text = [t[: c.max_chars] for t in texts(target, target_field)]
         stats: dict[str, int | float] = {"candidates": n, "target_rows": target.num_rows}
         if n == 0:
-            return split(with_columns(table, {"selection_score": pa.array([], pa.float64())}), [],
-                         "not_selected").with_stats(stats)
+            return Decision(np.zeros(0, dtype=bool), "not_selected", columns={"selection_score": pa.array([], pa.float64())},
+                            stats=stats)
+
+        def pool_text():
+            for batch in rows.scan(text_columns(c.field), READ_ROWS):
+                yield [t[: c.max_chars] for t in texts(batch, c.field)]
 
         if c.method == "dsir":
             score, order = self.dsir(pool_text, target_text, k, ctx, stats)
         else:
             with models_for(ctx.models) as models:
                 embedder = models.embedder(c.embedder)
-                pool_emb = embedder.embed(pool_text, track=ctx.reporter.track)
+                pool_emb = np.vstack([embedder.embed(batch, track=ctx.reporter.track) for batch in pool_text()])
                 target_emb = embedder.embed(target_text, track=ctx.reporter.track)
             if c.method == "got_d":
                 ctx.reporter.log(f"{self.name}: Sinkhorn between {n:,} candidates and {len(target_text):,} target examples")
@@ -188,23 +196,32 @@ class SelectTarget(Stage):
                     stats["tasks"] = len(set(tasks))
                 else:
                     order = rds.round_robin(pool_emb, target_emb, k)
-        return self.finish(table, score, order, k, stats, ctx)
+        return self.finish(n, score, order, k, stats, ctx)
 
-    def dsir(self, pool_text: list[str], target_text: list[str], k: int, ctx: StageContext,
+    def dsir(self, pool_text, target_text: list[str], k: int, ctx: StageContext,
              stats: dict[str, int | float]) -> tuple[np.ndarray, np.ndarray]:
+        """DSIR over the pool's texts (``pool_text()``: its batches, read twice: the n-gram
+        counts, then each row's weight and length), so memory is a number a row."""
         c = self.config
-        pool_f = dsir.featurize(pool_text, c.ngrams, c.buckets, ctx, "pool")
+        pool_counts = np.zeros(c.buckets, dtype=np.float64)
+        for batch in pool_text():
+            pool_counts += dsir.counts(dsir.featurize(batch, c.ngrams, c.buckets, ctx, "pool"), c.buckets)
         target_f = dsir.featurize(target_text, c.ngrams, c.buckets, ctx, "target")
-        log_diff = dsir.log_ratio(dsir.counts(pool_f, c.buckets), dsir.counts(target_f, c.buckets), c.laplace)
-        log_w = dsir.log_weights(pool_f, log_diff)
-        lengths = np.fromiter((dsir.document_length(len(f), c.ngrams) for f in pool_f), dtype=np.int64, count=len(pool_f))
+        log_diff = dsir.log_ratio(pool_counts, dsir.counts(target_f, c.buckets), c.laplace)
+        log_w, lengths = [], []
+        for batch in pool_text():
+            features = dsir.featurize(batch, c.ngrams, c.buckets, ctx, "pool")
+            log_w.append(dsir.log_weights(features, log_diff))
+            lengths.append(np.fromiter((dsir.document_length(len(f), c.ngrams) for f in features), dtype=np.int64,
+                                       count=len(features)))
+        log_w, lengths = np.concatenate(log_w), np.concatenate(lengths)
         eligible = lengths >= c.min_words
         stats["too_short"] = int((~eligible).sum())
         return log_w, dsir.gumbel_top_k(log_w, k, c.seed, eligible, noise=not c.top_k)
 
-    def finish(self, table: pa.Table, score: np.ndarray, order: np.ndarray, k: int, stats: dict[str, int | float],
-               ctx: StageContext) -> StageOutput:
-        c, n = self.config, table.num_rows
+    def finish(self, n: int, score: np.ndarray, order: np.ndarray, k: int, stats: dict[str, int | float],
+               ctx: StageContext) -> Decision:
+        c = self.config
         keep = np.zeros(n, dtype=bool)
         keep[order] = True
         rank = np.empty(n, dtype=np.int64)
@@ -216,5 +233,5 @@ class SelectTarget(Stage):
             detail = [d and d + "; Gumbel resampling keeps some lower scores" for d in detail]
         stats["selected"] = int(keep.sum())
         ctx.reporter.log(f"{self.name} ({c.method}): kept {int(keep.sum()):,} of {n:,} rows for target {self.config.target!r}")
-        table = with_columns(table, {"selection_score": pa.array(score, pa.float64())})
-        return split(table, keep.tolist(), "not_selected", detail).with_stats(stats)
+        return Decision(keep, "not_selected", pa.array(detail, pa.string()),
+                        columns={"selection_score": pa.array(score, pa.float64())}, stats=stats)

@@ -85,11 +85,12 @@ from ..errors import StageError
 from ..models.config import DEFAULT_EMBEDDER
 from ..models.embeddings import require
 from ..models.pool import models_for
-from ..records import default_text_field, texts
-from ..stage import Stage, StageConfig, StageContext, StageOutput, check_keep_policy, split
+from ..records import default_text_field, text_columns, texts
+from ..stage import Decision, Rows, Stage, StageConfig, StageContext, check_keep_policy
 
 ROWS_PER_CLUSTER = 10_000  # default cluster size; see the module docstring
 BLOCK_ENTRIES = 1 << 24  # similarity entries computed at once (64 MB of float32)
+EMBED_ROWS = 20_000  # texts read and embedded at a time (fixed, so no result depends on how a run cuts blocks)
 
 
 class SemanticDedupConfig(StageConfig):
@@ -134,30 +135,45 @@ class SemanticDedup(Stage):
         super().__init__(config, **overrides)
         require(self.name)
 
-    def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
+    def decide(self, rows: Rows, ctx: StageContext) -> Decision:
+        """Reads the ids and the embedded field only, ``EMBED_ROWS`` texts at a time, and keeps
+        their embeddings (4 x dim bytes a row), not the texts; the rows are then streamed past
+        the decision."""
         c = self.config
-        field = c.field or default_text_field(table)
-        text = texts(table, field)
-        n = len(text)
-        order = self.keep_order(table, text)  # checked before the (slow) embedding
-        rows = np.array([i for i, t in enumerate(text) if t.strip()], dtype=np.int64)
-        if len(rows) < n:
-            ctx.reporter.log(f"semantic_dedup: {n - len(rows)} empty {field} texts kept without comparing")
+        field = c.field or default_text_field(rows)
+        n = rows.num_rows
+        score = self.scores_for_keep(rows)  # checked before the (slow) embedding
+        lengths, embedded, parts = np.zeros(n, dtype=np.int64), [], []
+        with models_for(ctx.models) as models:
+            offset = 0
+            for batch in rows.scan(text_columns(field), EMBED_ROWS):
+                text = texts(batch, field)
+                lengths[offset : offset + len(text)] = [len(t) for t in text]
+                mine = [i for i, t in enumerate(text) if t.strip()]
+                if mine:
+                    parts.append(models.embedder(c.embedder).embed([text[i] for i in mine], normalize=True,
+                                                                   track=ctx.reporter.track))
+                    embedded.append(np.array(mine, dtype=np.int64) + offset)
+                offset += len(text)
+        rows_in = np.concatenate([np.zeros(0, np.int64), *embedded])
+        if len(rows_in) < n:
+            ctx.reporter.log(f"semantic_dedup: {n - len(rows_in)} empty {field} texts kept without comparing")
+        order = self.keep_order(lengths, score)
 
         cluster = np.full(n, -1, dtype=np.int64)
         parent = np.full(n, -1, dtype=np.int64)  # row of the kept duplicate; -1 = kept
         similarity = np.zeros(n, dtype=np.float32)
-        if len(rows):
-            with models_for(ctx.models) as models:
-                emb = models.embedder(c.embedder).embed([text[i] for i in rows], normalize=True, track=ctx.reporter.track)
-            k = c.n_clusters or max(1, round(len(rows) / ROWS_PER_CLUSTER))
-            cluster[rows] = kmeans(emb, k, c.kmeans_iterations, c.seed)
+        if len(rows_in):
+            emb = np.vstack(parts)
+            del parts
+            k = c.n_clusters or max(1, round(len(rows_in) / ROWS_PER_CLUSTER))
+            cluster[rows_in] = kmeans(emb, k, c.kmeans_iterations, c.seed)
             # Each cluster's rows in keep order; emb_of maps a row to its embedding.
-            ranked = order[np.isin(order, rows)]
+            ranked = order[np.isin(order, rows_in)]
             ranked = ranked[np.argsort(cluster[ranked], kind="stable")]
             groups = np.split(ranked, np.flatnonzero(np.diff(cluster[ranked])) + 1)
             emb_of = np.empty(n, dtype=np.int64)
-            emb_of[rows] = np.arange(len(rows))
+            emb_of[rows_in] = np.arange(len(rows_in))
             threshold = np.float32(1 - c.epsilon)
             for members in ctx.reporter.track(groups, total=len(groups), description="comparing within clusters"):
                 local_parent, sims = greedy_duplicates(emb[emb_of[members]], threshold)
@@ -165,36 +181,53 @@ class SemanticDedup(Stage):
                 parent[members[dup]] = members[local_parent[dup]]
                 similarity[members[dup]] = sims[dup]
 
-        ids = table.column("id").to_pylist()
-        duplicate_of = [None if p < 0 else ids[p] for p in parent]
-        sim = [None if p < 0 else round(float(s), 6) for p, s in zip(parent, similarity)]
-        detail = [
-            None if p < 0 else f"{field} is a semantic duplicate of {ids[p]} (cosine {s:.4f} > {1 - c.epsilon:g})"
-            for p, s in zip(parent, similarity)
-        ]
-        table = table.append_column("semantic_cluster", pa.array(cluster, type=pa.int64()))
-        return split(table, (parent < 0).tolist(), "semantic_duplicate", detail, {
-            "duplicate_of": pa.array(duplicate_of, type=pa.string()),
-            "similarity": pa.array(sim, type=pa.float64()),
-        })
+        dups = np.flatnonzero(parent >= 0)
+        ids = dict(zip(*_ids_of(rows, parent[dups])))
+        duplicate_of = np.full(n, None, dtype=object)
+        duplicate_of[dups] = [ids[p] for p in parent[dups].tolist()]
+        sim = np.full(n, None, dtype=object)
+        sim[dups] = [round(float(s), 6) for s in similarity[dups]]
+        detail = np.full(n, None, dtype=object)
+        detail[dups] = [f"{field} is a semantic duplicate of {i} (cosine {s:.4f} > {1 - c.epsilon:g})"
+                        for i, s in zip(duplicate_of[dups], similarity[dups])]
+        return Decision(parent < 0, "semantic_duplicate", pa.array(detail, pa.string()),
+                        columns={"semantic_cluster": pa.array(cluster, type=pa.int64())},
+                        extra={"duplicate_of": pa.array(duplicate_of, type=pa.string()),
+                               "similarity": pa.array(sim, type=pa.float64())})
 
-    def keep_order(self, table: pa.Table, text: list[str]) -> np.ndarray:
+    def scores_for_keep(self, rows: Rows) -> np.ndarray | None:
+        """``keep: score``'s column as floats (NaN where missing), checked; else None."""
+        if self.config.keep != "score":
+            return None
+        col = self.config.score_column
+        if col not in rows.column_names:
+            raise StageError(f"semantic_dedup: score_column '{col}' is not a column; columns are {rows.column_names}")
+        values = rows.column(col)
+        if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type)):
+            raise StageError(f"semantic_dedup: score_column '{col}' holds {values.type}, not numbers")
+        return np.array([np.nan if v is None else float(v) for v in values.to_pylist()], dtype=np.float64)
+
+    def keep_order(self, lengths: np.ndarray, score: np.ndarray | None) -> np.ndarray:
         """Row indices, the row to keep first: by keep policy, ties to the earliest row."""
-        n = len(text)
-        index = np.arange(n)
+        index = np.arange(len(lengths))
         if self.config.keep == "longest":
-            return np.lexsort((index, -np.array([len(t) for t in text], dtype=np.int64)))
+            return np.lexsort((index, -lengths))
         if self.config.keep == "score":
-            col = self.config.score_column
-            if col not in table.column_names:
-                raise StageError(f"semantic_dedup: score_column '{col}' is not a column; columns are {table.column_names}")
-            values = table.column(col)
-            if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type)):
-                raise StageError(f"semantic_dedup: score_column '{col}' holds {values.type}, not numbers")
-            score = np.array([np.nan if v is None else float(v) for v in values.to_pylist()], dtype=np.float64)
             missing = np.isnan(score)  # missing or NaN scores rank last
             return np.lexsort((index, -np.where(missing, 0.0, score), missing))
         return index
+
+
+def _ids_of(rows: Rows, idx: np.ndarray) -> tuple[list[int], list[str]]:
+    """(sorted unique row indices among ``idx``, their ids), the id column read a batch at a time."""
+    want = np.unique(idx)
+    found, offset = [], 0
+    for batch in rows.scan(["id"], EMBED_ROWS):
+        mine = want[(want >= offset) & (want < offset + len(batch))] - offset
+        if len(mine):
+            found.extend(batch.column("id").take(pa.array(mine)).to_pylist())
+        offset += len(batch)
+    return want.tolist(), found
 
 
 def kmeans(emb: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
