@@ -28,7 +28,7 @@ from .errors import CurateError, StageError, UsageError
 from .executors import BlockTask, Executor, ExecutorConfig, LocalExecutor, add_stats
 from .executors import executor as make_executor
 from .stage import Reporter, Stage, StageContext, StageOutput, check_counts, with_stage_column
-from .store import Store, Version, check_name, now
+from .store import BLOCK_ROWS, Store, Version, check_name, now
 
 if TYPE_CHECKING:
     from .models import ModelPool
@@ -171,7 +171,7 @@ class Pipeline:
         table = None
         lineage: list[dict[str, Any]] = []
 
-        parent = self._run_source(store, force, context, stats, lineage)
+        parent = self._run_source(store, force, context, stats, lineage, run_on.block_rows)
         table_fp = None
         if until != SOURCE_STEP:
             for step, stage in zip(self.steps, self.stages):
@@ -205,7 +205,38 @@ class Pipeline:
             add_stats(calls, name, model_stats)
         return RunResult(self.name, parent, stats, calls)
 
-    def _run_source(self, store, force, context, stats, lineage) -> Version:
+    def _stream_source(self, store: Store, fp: str, ctx: StageContext, block_rows: int) -> Version:
+        """A source that reads block by block (``Source.streams``): each block of rows and
+        rejects is written as it is read, so memory holds a block, not the input. A killed
+        read starts over (its blocks are written in ``tmp/work/<fingerprint>/``)."""
+        start = time.perf_counter()
+        writer = store.writer(fp, fresh=True)
+        summaries: list[dict[str, Any]] = []
+
+        def sink(out) -> None:
+            rejected = with_stage_column(out.rejected, SOURCE_STEP)
+            check_counts(SOURCE_STEP, out.rows_in, out.kept, rejected, 0)
+            reasons = Counter(rejected.column("reason").to_pylist()) if len(rejected) else Counter()
+            summaries.append(writer.write_block(len(summaries), out.kept, rejected, {
+                "rows_in": out.rows_in, "kept": len(out.kept), "rejected": len(rejected), "added": 0,
+                "reasons": dict(reasons)}))
+
+        sink(self.source.read(ctx, sink=sink, block_rows=block_rows))
+        reasons: Counter[str] = Counter()
+        for part in summaries:
+            reasons.update(part["reasons"])
+        counts = {"in": sum(p["rows_in"] for p in summaries), "kept": sum(p["kept"] for p in summaries),
+                  "rejected": sum(p["rejected"] for p in summaries), "added": 0, "reasons": reasons}
+        schema = _schema_of(writer.path, len(summaries))
+        manifest = self._manifest(
+            fp, [], {"name": f"source:{self.source.type}", "step": SOURCE_STEP, "version": self.source.version,
+                     "config": self.source.config.model_dump(mode="json")},
+            counts, time.perf_counter() - start, [], schema=schema,
+            scores=_score_summary_of(writer.path, len(summaries), schema),
+        )
+        return writer.finish(manifest, len(summaries))
+
+    def _run_source(self, store, force, context, stats, lineage, block_rows: int = BLOCK_ROWS) -> Version:
         if self.source is None:
             raise UsageError("this pipeline has no source: pass source=... (a curate.sources object or a dataset reference)")
         if isinstance(self.source, str):
@@ -216,6 +247,9 @@ class Pipeline:
         if store.has(fp) and not force:
             version = store.version(fp)
             stats.append(StepStat.from_manifest(version.manifest, cached=True))
+        elif self.source.streams:
+            version = self._stream_source(store, fp, context(SOURCE_STEP), block_rows)
+            stats.append(StepStat.from_manifest(version.manifest, cached=False))
         else:
             start = time.perf_counter()
             out = self.source.read(context(SOURCE_STEP))

@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from curate.errors import RecipeError, SourceError
+from curate.errors import CurateWarning, RecipeError, SourceError
 from curate.records import MESSAGES_TYPE
 from curate.sources import (
     REASONS,
@@ -646,3 +646,42 @@ def test_a_wrong_uri_fails_at_once_naming_it(tmp_path):
     assert "bad.parquet" in ParquetSource(path=f"file://{bad}").check()[0]
     with pytest.raises(SourceError, match="bad.parquet"):
         ParquetSource(path=f"file://{bad}").read()
+
+
+# -- a source read block by block ------------------------------------------------------------
+
+
+def test_a_file_source_is_written_block_by_block_with_the_rows_and_rejects_of_one_read(tmp_path, broken_jsonl):
+    """The runner hands a file source a sink: every ``block_rows`` rows (or rejects) are
+    written as they are read; the version holds exactly the rows, rejects and counts of an
+    in-memory read, with several shards."""
+    from curate import Pipeline, Store
+    from curate.executors import ExecutorConfig
+
+    bad = broken_jsonl.read_text()
+    many = [json.dumps({**GOOD[k % 3], "uid": f"u{k}", "tag": k}) for k in range(57)]
+    broken_jsonl.write_text(bad + "\n".join(many) + "\n")
+    source = JsonlSource(path=str(broken_jsonl), fields=MAPPING, keep_fields=["tag"])
+    whole = source.read()
+    blocks = []
+    rest = source.read(sink=blocks.append, block_rows=10)
+    assert len(blocks) == 5 and all(len(b.kept) == 10 for b in blocks) and len(rest.kept) == 9
+    result = Pipeline([], source, name="streamed").run(Store(tmp_path / "s"), executor=ExecutorConfig(block_rows=10))
+    version = result.final
+    assert len(version.manifest["shards"]) == 6
+    assert version.table().to_pylist() == whole.kept.to_pylist()
+    drop = ["stage"]
+    assert version.rejected().drop_columns(drop).to_pylist() == whole.rejected.to_pylist()
+    assert version.manifest["counts"] == {"in": whole.rows_in, "kept": len(whole.kept), "rejected": len(whole.rejected),
+                                          "added": 0}
+    assert version.manifest["columns"]["tag"] == "int64"
+
+
+def test_a_keep_field_that_changes_type_between_blocks_is_an_error_naming_it(tmp_path):
+    rows = [{"prompt": f"p{k}", "response": "r", "tag": k if k < 12 else f"t{k}"} for k in range(20)]
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    source = JsonlSource(path=str(path), keep_fields=["tag"])
+    with pytest.warns(CurateWarning, match="mixed types"):
+        assert source.read().kept.schema.field("tag").type == pa.string()  # one table: kept as JSON text
+    with pytest.raises(SourceError, match="keep_fields 'tag'.*int64"):
+        source.read(sink=lambda out: None, block_rows=10)

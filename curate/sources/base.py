@@ -62,6 +62,9 @@ class Source:
     type: ClassVar[str]
     Config: ClassVar[type[StageConfig]]
     version: ClassVar[str] = "1"  # bump when the same config starts giving other rows
+    # ``read(ctx, sink=..., block_rows=...)`` hands its rows to ``sink`` a block at a time (the
+    # runner writes each to disk as it comes); else ``read(ctx)`` returns every row at once.
+    streams: ClassVar[bool] = False
 
     def __init__(self, config: StageConfig | dict | None = None, /, **overrides: Any):
         if isinstance(config, StageConfig) and not overrides:

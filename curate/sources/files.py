@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import zlib
 from pathlib import Path
+from collections.abc import Callable
 from typing import ClassVar
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ from pydantic import Field
 
 from ..errors import SourceError
 from ..stage import StageContext
+from ..store import BLOCK_ROWS
 from .base import Source, SourceOutput
 from .formats import FORMATS, Format, compression_problems, format_of, open_text, parquet_file, read_records, suffixes
 from .normalise import FileSourceConfig, Normaliser, missing_columns
@@ -72,9 +74,14 @@ class FileSource(Source):
         """Cheap per-file checks (magic bytes, header, schema)."""
         return compression_problems(path)
 
-    def read(self, ctx: StageContext | None = None) -> SourceOutput:
+    streams = True
+
+    def read(self, ctx: StageContext | None = None, sink: Callable[[SourceOutput], None] | None = None,
+             block_rows: int = BLOCK_ROWS) -> SourceOutput:
+        """The normalised rows and rejects. With ``sink``, each ``block_rows`` of them go to it
+        as they are read (the runner writes them to disk), and the return value is the rest."""
         ctx = ctx or StageContext()
-        norm = Normaliser(self.config, ctx.reporter)
+        norm = Normaliser(self.config, ctx.reporter, sink, block_rows)
         for name, path in self.input_files():
             self.read_file(path, name, norm, ctx)
         return norm.output()

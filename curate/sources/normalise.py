@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import Field, ValidationInfo, field_validator
 
-from ..errors import warn
+from ..errors import SourceError, warn
 from ..records import MESSAGES_TYPE
 from ..stage import Reporter, StageConfig
+from ..store import BLOCK_ROWS
 from .base import REJECT_SCHEMA, SourceOutput, suggest
 
 SFT_FIELDS = ("prompt", "response", "system", "messages", "role_key", "content_key")
@@ -165,9 +167,17 @@ def kind(value: Any) -> str:
 class Normaliser:
     """Collects canonical rows and rejects, column by column, for one source read."""
 
-    def __init__(self, config: FileSourceConfig, reporter: Reporter | None = None):
+    def __init__(self, config: FileSourceConfig, reporter: Reporter | None = None,
+                 sink: Callable[[SourceOutput], None] | None = None, block_rows: int = BLOCK_ROWS):
+        """``sink``: called with each ``block_rows`` rows (or rejects) as soon as they are
+        normalised, so a source is read with a block in memory; ``output()`` is the rest."""
         self.config = config
         self.reporter = reporter or Reporter()
+        self.sink, self.block_rows = sink, block_rows
+        self.flushed_in = 0  # records already handed to the sink
+        self.blocks = 0
+        self.kept_total = 0
+        self.present: Counter[str] = Counter()  # non-null answer / category values, over every block
         self.map = config.field_map()
         self.get = {name: getter(key) for name, key in self.map.items() if name not in ("role_key", "content_key")}
         self.keep_get = {k: getter(k) for k in config.keep_fields}
@@ -209,6 +219,8 @@ class Normaliser:
         for k, get in self.keep_get.items():
             value = get(record)
             cols[k].append(None if value is MISSING else value)
+        if self.sink is not None and len(cols["id"]) >= self.block_rows:
+            self.sink(self._take())
 
     def reject(self, rid: str, reason: str, detail: str, file: str, number: int, raw: str | bytes) -> None:
         """A record that never became a dict (a line that is not JSON, a ragged CSV row)."""
@@ -222,6 +234,8 @@ class Normaliser:
             raw = raw.decode("utf-8", "replace").rstrip("\r\n")
         for name, value in zip(REJECT_SCHEMA.names, (rid, reason, detail, file, number, raw)):
             self.rejects[name].append(value)
+        if self.sink is not None and len(self.rejects["id"]) >= self.block_rows:
+            self.sink(self._take())
 
     # -- fields ----------------------------------------------------------------------
     def _described(self, name: str) -> str:
@@ -304,22 +318,43 @@ class Normaliser:
 
     # -- the tables ------------------------------------------------------------------
     def output(self) -> SourceOutput:
+        """The rows and rejects not yet handed to the sink (without one: all of them)."""
+        out = self._take()
+        for name in ("answer", "category"):
+            if name in self.cols and self.kept_total and self.present[name] == 0:
+                # Likely a misspelt key: an optional field that no record has.
+                warn(f"{self._described(name)} is absent in every record; check `fields`")
+        return out
+
+    def _take(self) -> SourceOutput:
+        """The buffered rows and rejects as tables; the buffers start over."""
         types = {"id": pa.string(), "messages": MESSAGES_TYPE, "text": pa.string(), "source": pa.string(), "answer": pa.string(), "category": pa.string()}
         arrays = {}
         for name, values in self.cols.items():
             arrays[name] = pa.array(values, type=types[name]) if name in types else self._extra_column(name, values)
+            if name not in types and name not in self.keep_types and not pa.types.is_null(arrays[name].type):
+                self.keep_types[name] = arrays[name].type  # later blocks must agree
         kept = pa.table(arrays)
         rejected = pa.table(self.rejects, schema=REJECT_SCHEMA)
         for name in ("answer", "category"):
-            if name in arrays and len(kept) and arrays[name].null_count == len(kept):
-                # Likely a misspelt key: an optional field that no record has.
-                warn(f"{self._described(name)} is absent in every record; check `fields`")
-        return SourceOutput(kept, rejected, self.rows_in)
+            if name in arrays:
+                self.present[name] += len(kept) - arrays[name].null_count
+        self.kept_total += len(kept)
+        out = SourceOutput(kept, rejected, self.rows_in - self.flushed_in)
+        self.flushed_in, self.blocks = self.rows_in, self.blocks + 1
+        self.cols = {name: [] for name in self.cols}
+        self.rejects = {name: [] for name in REJECT_SCHEMA.names}
+        return out
 
     def _extra_column(self, name: str, values: list) -> pa.Array:
         try:
             return pa.array(values, type=self.keep_types.get(name))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            locked = self.keep_types.get(name)
+            if self.blocks and locked is not None and not pa.types.is_string(locked):
+                raise SourceError(f"keep_fields '{name}': the first {self.block_rows:,}-row block held {locked} values, "
+                                  f"a later one values of other types; a source read block by block keeps one type "
+                                  f"per column (make the field one type in every record)") from None
             # Mixed types across records (a number here, a string there): keep every value,
             # as JSON text, rather than fail the read or drop the column.
             warn(f"keep_fields '{name}' holds values of mixed types; kept as JSON text")
