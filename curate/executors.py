@@ -256,13 +256,19 @@ class RayPlan:
         return self.fetch(refs)
 
     def fetch(self, handles):
+        errors = self.ray.exceptions
         try:
             return self.ray.get(list(handles))
-        except self.ray.exceptions.RayTaskError as e:
+        except errors.RayTaskError as e:
             cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else e
             if isinstance(cause, CurateError):
                 raise cause from None
             raise StageError(f"step '{self.ctx.step}': {type(cause).__name__}: {cause}") from None
+        except errors.RayError as e:  # a worker out of memory or gone, an object lost with its node
+            hint = ("; a smaller executor.block_rows (or the stage's batch_size) needs less memory per task"
+                    if isinstance(e, getattr(errors, "OutOfMemoryError", ())) else "")
+            raise StageError(f"step '{self.ctx.step}': the Ray cluster failed a task: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from None
 
     def _wait(self, refs: list[Any], description: str) -> None:
         """Until every task of ``refs`` finished (progress as they do); a failed task's error

@@ -44,10 +44,14 @@ def hash_parts(*parts: Any) -> str:
 
 
 def hash_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Content hash of a file (xxh3-128: ~10 GB/s, so a rerun can afford to check inputs); a
-    file behind a filesystem (``curate.sources.paths.RemotePath``) is read as a stream."""
+    """Content hash of a file (xxh3-128: ~10 GB/s, so a rerun can afford to check inputs). A
+    file behind a filesystem (``curate.sources.paths.RemotePath``: object storage, HDFS) is
+    known by its listing instead -- size and modification time -- so a cached rerun does not
+    download the corpus to learn it is unchanged."""
+    if hasattr(path, "listing_key"):
+        return path.listing_key()
     h = xxhash.xxh3_128()
-    with (path.open_bytes() if hasattr(path, "open_bytes") else open(path, "rb")) as f:
+    with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

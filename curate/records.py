@@ -88,9 +88,13 @@ def texts(table: pa.Table, field: str) -> list[str]:
     )
 
 
-def text_columns(field: str) -> list[str]:
-    """The columns ``texts(table, field)`` reads (so a stage can read only those)."""
-    return ["messages"] if field in ("prompt", "response", "conversation") else [field]
+def text_columns(field: str, names: list[str] | None = None) -> list[str]:
+    """The columns ``texts(table, field)`` reads (so a stage can read only those); given the
+    input's column ``names``, a field it cannot hold fails here, as ``texts`` would."""
+    columns = ["messages"] if field in ("prompt", "response", "conversation") else [field]
+    if names is not None and not set(columns) <= set(names):
+        texts(pa.table({n: pa.array([], pa.string()) for n in names}), field)  # raises the StageError
+    return columns
 
 
 def default_text_field(table: pa.Table) -> str:

@@ -307,28 +307,22 @@ class LocalPlan:
         self.partitions = max(1, ctx.workers)
 
     def spans(self, rows: Rows) -> list[tuple[int, int]]:
-        return [(offset, size) for offset, size, _ in self._blocks(rows)]
-
-    def _blocks(self, rows: Rows) -> list[tuple[int, int, Any]]:
-        """(offset, rows, block) of each block; ``block`` is the ``curate.store.Block`` of a
-        stored version (read where the work runs), None for a table's slice."""
-        if isinstance(rows, TableRows):
-            n, b = rows.num_rows, self.block_rows
-            return [(s, min(b, n - s), None) for s in range(0, n, b)]
-        return version_blocks(rows, self.block_rows)
+        n, b = rows.num_rows, self.block_rows
+        return [(s, min(b, n - s)) for s in range(0, n, b)]
 
     def map(self, rows, columns, fn, outputs=1, args=None, description=""):
-        blocks = self._blocks(rows)
-        chosen = sorted(args) if args is not None else range(len(blocks))
-        table = rows.table.select(columns) if isinstance(rows, TableRows) else None
+        """The blocks are read in one pass (``Rows.scan``: a stored version is streamed across
+        its row groups, however large they are), each handed to a worker."""
+        spans = self.spans(rows)
+        chosen = set(args) if args is not None else None
+        total = len(spans) if chosen is None else len(chosen)
 
         def items():
-            for i in chosen:
-                offset, size, block = blocks[i]
-                data = table.slice(offset, size) if table is not None else (rows, block)
-                yield data, offset, (args or {}).get(i, ())
+            for i, table in enumerate(rows.scan(columns, self.block_rows)):
+                if chosen is None or i in chosen:
+                    yield table, spans[i][0], (args or {}).get(i, ())
 
-        return self.ctx.map(partial(_local_block, fn, columns), items(), len(chosen), description)
+        return self.ctx.map(partial(_local_block, fn), items(), total, description)
 
     def call(self, fn, args, description=""):
         return self.ctx.map(partial(_star, fn), args, len(args), description)
@@ -344,9 +338,8 @@ def version_blocks(version: Any, block_rows: int) -> list[tuple[int, int, Any]]:
     return [(int(s), b.rows, b) for s, b in zip(starts, blocks)]
 
 
-def _local_block(fn: Callable[..., tuple], columns: list[str], item: tuple) -> tuple:
-    data, offset, extra = item
-    table = data if isinstance(data, pa.Table) else data[0].read_block(data[1], columns)
+def _local_block(fn: Callable[..., tuple], item: tuple) -> tuple:
+    table, offset, extra = item
     return fn(table, offset, *extra)
 
 

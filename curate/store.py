@@ -60,13 +60,18 @@ def default_root(root: str | os.PathLike | None = None) -> Path:
     renames folders into place, which object stores cannot do atomically: a cluster shares
     it on a filesystem every node mounts)."""
     root = str(root or os.environ.get("CURATE_STORE") or ".curate")
-    scheme, sep, rest = root.partition("://")
+    scheme, sep, _ = root.partition("://")
     if sep and scheme.isalnum() and len(scheme) > 1:
+        from urllib.parse import unquote, urlparse
+
         if scheme.lower() != "file":
             raise UsageError(f"store {root}: a store lives on a filesystem (a local disk, or NFS / Lustre / a FUSE mount "
                              f"of the bucket, such as gcsfuse or mountpoint-s3, that every node sees), not behind "
                              f"{scheme}://; sources may be {scheme}:// URIs")
-        root = rest
+        url = urlparse(root)
+        if url.netloc not in ("", "localhost") or not url.path.startswith("/"):
+            raise UsageError(f"store {root}: a file:// URI names an absolute local path (file:///data/curate)")
+        return Path(unquote(url.path))
     return Path(root)
 
 

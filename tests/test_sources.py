@@ -612,6 +612,11 @@ def test_a_file_uri_reads_through_pyarrows_filesystem_as_the_local_path_does(tmp
     (d / "notes.txt").write_text("not data")
     pq.write_table(pa.Table.from_pylist([{**r, "final": str(r["final"])} for r in GOOD]), tmp_path / "rows.parquet")
 
+    ext = JsonlSource(path="x").extensions
+    for pattern in ("*.jsonl", "**/*.jsonl", "**/*.gz", "*/two.*", "[o]ne.jsonl", ".hidden/*.jsonl"):  # globs as local ones
+        local_files, _ = resolve(f"{d}/{pattern}", ext)
+        uri_files, _ = resolve(f"file://{d}/{pattern}", ext)
+        assert [str(f) for f in uri_files] == [f"file://{f}" for f in local_files], pattern
     files, problems = resolve(f"file://{d}", JsonlSource(path="x").extensions)
     assert problems == [] and all(isinstance(f, RemotePath) for f in files)
     assert [str(f) for f in files] == [f"file://{d}/one.jsonl", f"file://{d}/sub/two.jsonl.gz"]
@@ -622,9 +627,10 @@ def test_a_file_uri_reads_through_pyarrows_filesystem_as_the_local_path_does(tmp
         assert len(a.kept) >= 3 and canonical(b.kept) == canonical(a.kept), uri
     from curate.fingerprint import hash_file
 
-    assert [hash_file(f) for f in files] == [hash_file(d / "one.jsonl"), hash_file(d / "sub" / "two.jsonl.gz")]
-    before = JsonlSource(path=f"file://{d}").fingerprint()  # the files' content is in it, read through the filesystem
-    write_jsonl(d / "one.jsonl", GOOD[:1])
+    assert hash_file(files[0]) == hash_file(files[0]) != hash_file(files[1])  # from the listing: no download
+    before = JsonlSource(path=f"file://{d}").fingerprint()
+    assert JsonlSource(path=f"file://{d}").fingerprint() == before
+    write_jsonl(d / "one.jsonl", GOOD[:1])  # a changed file: another size and modification time
     assert JsonlSource(path=f"file://{d}").fingerprint() != before
     here = ParquetSource(path=str(tmp_path / "rows.parquet"), fields=MAPPING)
     there = ParquetSource(path=f"file://{tmp_path}/rows.parquet", fields=MAPPING)
@@ -677,11 +683,40 @@ def test_a_file_source_is_written_block_by_block_with_the_rows_and_rejects_of_on
     assert version.manifest["columns"]["tag"] == "int64"
 
 
+def test_a_keep_field_promoted_between_blocks_loses_nothing(tmp_path):
+    """ints in the first block, floats and wider structs later: the version holds the values
+    of a one-table read (promoted), nothing truncated or dropped."""
+    from curate import Pipeline, Store
+    from curate.executors import ExecutorConfig
+
+    rows = [{"prompt": f"p{k}", "response": "r", "n": k if k < 10 else k + 0.5, "s": {"a": k, **({"b": 1} if k > 12 else {})}}
+            for k in range(20)]
+    source = JsonlSource(path=str(write_jsonl(tmp_path / "wide.jsonl", rows)), keep_fields=["n", "s"])
+    version = Pipeline([], source, name="w").run(Store(tmp_path / "s"), executor=ExecutorConfig(block_rows=10)).final
+    assert len(version.manifest["shards"]) > 1
+    assert version.table().to_pylist() == source.read().kept.to_pylist()
+    assert version.table().column("n").to_pylist()[10:12] == [10.5, 11.5]
+
+
 def test_a_keep_field_that_changes_type_between_blocks_is_an_error_naming_it(tmp_path):
-    rows = [{"prompt": f"p{k}", "response": "r", "tag": k if k < 12 else f"t{k}"} for k in range(20)]
+    rows = [{"prompt": f"p{k}", "response": "r", "tag": k if k < 10 else f"t{k}"} for k in range(20)]
     path = write_jsonl(tmp_path / "mixed.jsonl", rows)
     source = JsonlSource(path=str(path), keep_fields=["tag"])
     with pytest.warns(CurateWarning, match="mixed types"):
         assert source.read().kept.schema.field("tag").type == pa.string()  # one table: kept as JSON text
     with pytest.raises(SourceError, match="keep_fields 'tag'.*int64"):
         source.read(sink=lambda out: None, block_rows=10)
+
+
+def test_a_data_reference_may_be_a_uri_and_a_recipe_leaves_it_as_written(tmp_path):
+    from curate.sources.refs import resolve_recipe_data
+
+    path = write_jsonl(tmp_path / "t.jsonl", [{"prompt": "p", "response": "r"}, {"text": "only text"}])
+    local, remote = resolve_data(str(path)), resolve_data(f"file://{path}")
+    assert remote.load().to_pylist() == local.load().to_pylist()  # (its fingerprint is the listing's, not the content's)
+    with pytest.raises(SourceError, match="nope.jsonl"):
+        resolve_data(f"file://{tmp_path}/nope.jsonl", what="select_target.target")
+    uri = f"file://{tmp_path}/t.jsonl"
+    assert resolve_recipe_data(uri, tmp_path / "recipes") == uri
+    assert resolve_recipe_data({"type": "jsonl", "path": uri}, tmp_path / "recipes") == {"type": "jsonl", "path": uri}
+    assert resolve_recipe_data([{"data": uri, "weight": 1}], tmp_path / "recipes") == [{"data": uri, "weight": 1}]

@@ -98,5 +98,8 @@ def test_a_store_takes_a_file_uri_and_refuses_an_object_store_naming_it(tmp_path
 
     store = Store(f"file://{tmp_path}/s")
     assert store.root == (tmp_path / "s").resolve()
+    assert Store(f"file://localhost{tmp_path}/my%20store").root == (tmp_path / "my store").resolve()
     with pytest.raises(UsageError, match=r"store s3://bucket/curate: a store lives on a filesystem"):
         Store("s3://bucket/curate")
+    with pytest.raises(UsageError, match="absolute local path"):
+        Store("file://relative/store")

@@ -159,16 +159,17 @@ class ParquetSource(FileSource):
 
     def check_file(self, path: Path) -> list[str]:
         try:
-            schema = parquet_file(path).schema_arrow
+            with parquet_file(path) as pf:
+                schema = pf.schema_arrow
         except (pa.ArrowException, OSError) as e:
             return [f"path: '{path}' is not a readable Parquet file ({e})"]
         return missing_columns(self.config, schema.names, f"'{path}'")
 
     def read_file(self, path: Path, name: str, norm: Normaliser, ctx: StageContext, total: int | None = None) -> None:
         try:
-            pf = parquet_file(path)  # the footer only: kept columns keep their Arrow types
+            with parquet_file(path) as pf:  # the footer only: kept columns keep their Arrow types
+                schema, total = pf.schema_arrow, pf.metadata.num_rows
         except (pa.ArrowException, OSError) as e:
             raise SourceError(f"cannot read {shown(path)} as Parquet: {e}") from None
-        schema = pf.schema_arrow
         norm.keep_types.update({k: schema.field(k).type for k in norm.keep_get if k in schema.names})
-        super().read_file(path, name, norm, ctx, total=pf.metadata.num_rows)
+        super().read_file(path, name, norm, ctx, total=total)

@@ -50,7 +50,14 @@ from .paths import shown
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 # Compression suffix -> how to open such a file as bytes, and the bytes such a file starts with.
-COMPRESSIONS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {".gz": lambda raw: gzip.open(raw, "rb")}
+def _gunzip(raw: IO[bytes]) -> IO[bytes]:
+    """A gzip stream over ``raw`` that closes ``raw`` when it is closed."""
+    stream = gzip.GzipFile(fileobj=raw, mode="rb")
+    stream.myfileobj = raw  # GzipFile closes its myfileobj (what gzip.open(path) sets) on close
+    return stream
+
+
+COMPRESSIONS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {".gz": _gunzip}
 MAGIC = {".gz": b"\x1f\x8b"}
 BATCH_ROWS = 8192  # Parquet rows decoded at a time
 BOM = b"\xef\xbb\xbf"
@@ -98,7 +105,9 @@ def open_bytes(path: Path) -> IO[bytes]:
 
 def parquet_file(path: Path) -> pq.ParquetFile:
     """A Parquet file, local or behind a filesystem (``RemotePath``)."""
-    return pq.ParquetFile(path.open_random() if hasattr(path, "open_random") else path)
+    if hasattr(path, "filesystem"):
+        return pq.ParquetFile(path.path, filesystem=path.filesystem)  # opened (and closed) by pyarrow
+    return pq.ParquetFile(path)
 
 
 def open_text(path: Path) -> IO[str]:
@@ -181,12 +190,12 @@ def _text_lines(path: Path, file: str, delimiter: str) -> Iterator[Record]:
 
 def _parquet_rows(path: Path, file: str, delimiter: str) -> Iterator[Record]:
     try:
-        pf = parquet_file(path)
-        number = 0
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-            for value in batch.to_pylist():
-                number += 1
-                yield Record("row", number, value)
+        with parquet_file(path) as pf:
+            number = 0
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+                for value in batch.to_pylist():
+                    number += 1
+                    yield Record("row", number, value)
     except (pa.ArrowException, OSError) as e:
         raise SourceError(f"cannot read {file} as Parquet: {e}") from None
 

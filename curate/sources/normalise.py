@@ -177,6 +177,7 @@ class Normaliser:
         self.flushed_in = 0  # records already handed to the sink
         self.blocks = 0
         self.kept_total = 0
+        self.block_types: dict[str, pa.DataType] = {}  # each keep field's type over the blocks so far
         self.present: Counter[str] = Counter()  # non-null answer / category values, over every block
         self.map = config.field_map()
         self.get = {name: getter(key) for name, key in self.map.items() if name not in ("role_key", "content_key")}
@@ -332,8 +333,8 @@ class Normaliser:
         arrays = {}
         for name, values in self.cols.items():
             arrays[name] = pa.array(values, type=types[name]) if name in types else self._extra_column(name, values)
-            if name not in types and name not in self.keep_types and not pa.types.is_null(arrays[name].type):
-                self.keep_types[name] = arrays[name].type  # later blocks must agree
+            if name not in types:
+                self._agree(name, arrays[name].type)
         kept = pa.table(arrays)
         rejected = pa.table(self.rejects, schema=REJECT_SCHEMA)
         for name in ("answer", "category"):
@@ -346,15 +347,26 @@ class Normaliser:
         self.rejects = {name: [] for name in REJECT_SCHEMA.names}
         return out
 
+    def _agree(self, name: str, kind: pa.DataType) -> None:
+        """A keep field's type in this block must unify with the earlier blocks' (the version's
+        parts are read back with permissive promotion: int64 then double is double); blocks
+        that cannot (numbers, then text) are an error naming the field."""
+        before = self.block_types.get(name)
+        if before is None or pa.types.is_null(before):
+            self.block_types[name] = kind
+            return
+        try:
+            self.block_types[name] = pa.unify_schemas([pa.schema([(name, before)]), pa.schema([(name, kind)])],
+                                                      promote_options="permissive").field(name).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            raise SourceError(f"keep_fields '{name}': the rows read before row {self.flushed_in + 1:,} held {before} "
+                              f"values, later ones {kind}; a source read block by block ({self.block_rows:,} rows) keeps "
+                              f"one type per column: make the field one type in every record") from None
+
     def _extra_column(self, name: str, values: list) -> pa.Array:
         try:
             return pa.array(values, type=self.keep_types.get(name))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            locked = self.keep_types.get(name)
-            if self.blocks and locked is not None and not pa.types.is_string(locked):
-                raise SourceError(f"keep_fields '{name}': the first {self.block_rows:,}-row block held {locked} values, "
-                                  f"a later one values of other types; a source read block by block keeps one type "
-                                  f"per column (make the field one type in every record)") from None
             # Mixed types across records (a number here, a string there): keep every value,
             # as JSON text, rather than fail the read or drop the column.
             warn(f"keep_fields '{name}' holds values of mixed types; kept as JSON text")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import os
-import fnmatch
 import io
 import re
 from collections import defaultdict
@@ -53,13 +52,47 @@ class RemotePath:
     def relative_to(self, other: Any) -> Any:
         raise ValueError(f"{self.uri} is not a local path")
 
+    def listing_key(self) -> str:
+        """What the filesystem's listing says of the file (size, modification time), hashed:
+        a changed object changes it (``curate.fingerprint.hash_file``)."""
+        import xxhash
+
+        info = self.filesystem.get_file_info(self.path)
+        return xxhash.xxh3_128_hexdigest(f"{self.uri}\0{info.size}\0{info.mtime_ns}".encode())
+
     def open_bytes(self) -> IO[bytes]:
         """The file as a buffered stream of bytes (as stored: decompression is the reader's)."""
         return io.BufferedReader(self.filesystem.open_input_stream(self.path, compression=None), 1 << 20)
 
-    def open_random(self) -> Any:
-        """The file with random access (what Parquet's footer-first reader needs)."""
-        return self.filesystem.open_input_file(self.path)
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """A glob over '/'-separated parts as the shell's (and ``glob``'s) reading of it: ``*`` and
+    ``?`` stay within one part and match no leading dot, ``**`` (a whole part) is any number of
+    parts that are not hidden, ``[...]`` a character class."""
+    out = []
+    for k, part in enumerate(pattern.split("/")):
+        sep = "/" if k else ""
+        if part == "**":
+            out.append(f"{sep}(?:[^/.][^/]*/)*" if k else "(?:[^/.][^/]*/)*")
+            continue
+        rx, i = [] if part.startswith(".") else ["(?![.])"], 0
+        while i < len(part):
+            ch = part[i]
+            if ch == "*":
+                rx.append("[^/]*")
+            elif ch == "?":
+                rx.append("[^/]")
+            elif ch == "[" and "]" in part[i + 2 :]:
+                end = part.index("]", i + 2)
+                body = part[i + 1 : end]
+                rx.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
+                i = end
+            else:
+                rx.append(re.escape(ch))
+            i += 1
+        out.append(("" if out and out[-1].endswith("/)*") else sep) + "".join(rx))
+    return re.compile("".join(out))
 
 
 def _resolve_uri(entry: str, extensions: tuple[str, ...], key: str) -> tuple[list[RemotePath], list[str]]:
@@ -68,27 +101,38 @@ def _resolve_uri(entry: str, extensions: tuple[str, ...], key: str) -> tuple[lis
     import pyarrow as pa
     from pyarrow import fs as pafs
 
+    scheme_end = entry.index("://") + 3
+    globbed = next((k for k, ch in enumerate(entry) if ch in GLOB_CHARS and k >= scheme_end), None)
+    # A glob is matched here, not parsed by pyarrow ('[' is no URI character): the folder before it is opened
+    opened = entry if globbed is None else entry[: entry.rfind("/", scheme_end, globbed) + 1]
+    rest = "" if globbed is None else entry[len(opened):]
     try:
-        filesystem, path = pafs.FileSystem.from_uri(entry)
+        filesystem, path = pafs.FileSystem.from_uri(opened)
     except (pa.ArrowException, OSError, ValueError) as e:
         return [], [f"{key}: cannot open '{entry}': {e}"]
-    scheme_end = entry.index("://") + 3
+    if rest:
+        path = path.rstrip("/") + "/" + rest
     at = entry.find(path, scheme_end) if path else -1
     prefix = entry[:at] if at >= 0 else entry[:scheme_end]  # file://, s3://, hdfs://host:port
+    prefix = re.sub(r"^([^/]*//)[^/@]*@", r"\1", prefix)  # credentials (s3://KEY:SECRET@...) never reach a message
 
     def uri_of(p: str) -> str:
         return prefix + p
 
-    def listed(folder: str) -> list[Any]:
-        return [i for i in filesystem.get_file_info(pafs.FileSelector(folder, recursive=True)) if i.type == pafs.FileType.File]
+    def listed(folder: str, recursive: bool = True) -> list[Any]:
+        selector = pafs.FileSelector(folder, recursive=recursive)
+        return [i for i in filesystem.get_file_info(selector) if i.type == pafs.FileType.File]
 
     try:
         if GLOB_CHARS & set(path):
             parts = path.split("/")
             fixed = next(k for k, part in enumerate(parts) if GLOB_CHARS & set(part))
-            folder = "/".join(parts[:fixed]) or "/"
-            infos = listed(folder) if filesystem.get_file_info(folder).type == pafs.FileType.Directory else []
-            found = [i.path for i in infos if fnmatch.fnmatchcase(i.path, path)]
+            folder, rest = "/".join(parts[:fixed]) or "/", "/".join(parts[fixed:])
+            pattern = _glob_regex(rest)
+            deep = "/" in rest
+            infos = (listed(folder, deep) if filesystem.get_file_info(folder).type == pafs.FileType.Directory else [])
+            root = folder.rstrip("/") + "/"
+            found = [i.path for i in infos if pattern.fullmatch(i.path[len(root):])]
             problems = [] if found else [f"{key}: no file matches '{entry}'"]
         else:
             info = filesystem.get_file_info(path)

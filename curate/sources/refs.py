@@ -30,8 +30,8 @@ from ..errors import SourceError, StoreError, UsageError
 from ..fingerprint import hash_file, hash_parts
 from ..stage import StageContext
 from ..store import Store
-from .formats import COMPRESSIONS, file_format, format_of, read_records
-from .paths import stem
+from .formats import COMPRESSIONS, file_format, format_of, read_records, suffixes
+from .paths import is_uri, resolve, stem
 
 DataSpec = str | dict[str, Any]
 
@@ -65,6 +65,12 @@ def resolve_data(spec: DataSpec, store: Store | None = None, what: str = "data")
         return _source_ref(spec, what)
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError(f"{what}: give a dataset reference, a file path or a source mapping {{type: ...}}, not {spec!r}")
+    if is_uri(spec):  # one file behind a pyarrow filesystem (s3://, gs://, file://, ...)
+        files, problems = resolve(spec, suffixes(), what)
+        if problems or len(files) != 1:
+            raise SourceError("; ".join(problems) or f"{what}: '{spec}' names {len(files)} files; a data reference is one "
+                              "file (a source mapping {type: ..., path: ...} reads several)")
+        return DataRef(spec, file_fingerprint(files[0]), lambda: read_file(files[0], what))
     path = Path(spec).expanduser()
     if path.is_file():
         return DataRef(spec, file_fingerprint(path), lambda: read_file(path, what))
@@ -137,7 +143,7 @@ def resolve_recipe_data(value: Any, base: Path, path_keys: tuple[str, ...] = ("p
         if "type" in value:
             return {k: _rebase(v, base) if k in path_keys else v for k, v in value.items()}
         return {k: resolve_recipe_data(v, base, path_keys) if k == "data" else v for k, v in value.items()}
-    if isinstance(value, str) and value != "input" and not Path(value).expanduser().is_absolute() and (
+    if isinstance(value, str) and value != "input" and not is_uri(value) and not Path(value).expanduser().is_absolute() and (
             names_a_file(value) or (base / value).exists()):
         return str(base / value)  # "input" is mix's word for the rows flowing in, never a path
     return value
@@ -146,6 +152,6 @@ def resolve_recipe_data(value: Any, base: Path, path_keys: tuple[str, ...] = ("p
 def _rebase(value: Any, base: Path) -> Any:
     if isinstance(value, list):
         return [_rebase(v, base) for v in value]
-    if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+    if isinstance(value, str) and not is_uri(value) and not Path(value).expanduser().is_absolute():
         return str(base / value)
     return value

@@ -52,7 +52,7 @@ class ExactDedup(Stage):
         field = self.config.field or default_text_field(rows)
         plan = ctx.planner()
         n, parts = rows.num_rows, plan.partitions
-        mapped = plan.map(rows, text_columns(field), partial(_hash_block, self.config, field, parts), outputs=parts,
+        mapped = plan.map(rows, text_columns(field, rows.column_names), partial(_hash_block, self.config, field, parts), outputs=parts,
                           description=f"exact_dedup: hashing ({n:,} rows)")
         found = plan.call(_first_of_each_hash, [tuple(m[p] for m in mapped) for p in range(parts)],
                           "exact_dedup: grouping")

@@ -355,7 +355,7 @@ class Difficulty(Stage):
         if column is None:
             field = "conversation" if shape_of(rows) == "sft" else "text"
             counts = [ctx.map_batches(approx_token_counts, texts(b, field), 10_000, "counting tokens")
-                      for b in rows.scan(text_columns(field), READ_ROWS)]
+                      for b in rows.scan(text_columns(field, rows.column_names), READ_ROWS)]
             return np.array([x for batch in counts for x in batch], dtype=np.float64)
         x = _numbers(rows, column, "budget.token_column")
         if np.isnan(x).any():

@@ -35,6 +35,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from ..algorithms import lsh
@@ -128,13 +129,16 @@ class MinhashDedup(Stage):
         refs = [self._reference(ref, ctx) for ref in c.against]
         kept_of, jac = near_duplicates(rows, field, c, ctx, [(t, s, v, c.field or default_text_field(t)) for t, s, v in refs],
                                        self.name)
-        all_ids = rows.column("id").to_pylist() + [i for t, _, _ in refs for i in t.column("id").to_pylist()]
-        cluster_ids = pa.array([all_ids[k] for k in kept_of.tolist()], pa.string())
+        ids = pa.chunked_array([*rows.column("id").chunks, *(c for t, _, _ in refs for c in t.column("id").chunks)],
+                               pa.string())
+        cluster_ids = ids.take(pa.array(kept_of)).combine_chunks()  # Arrow all along: ~ (4 + id) B a row
         is_kept = kept_of == np.arange(n)
-        reasons = np.where(kept_of >= n, "near_duplicate_of_earlier_version", "near_duplicate")
-        details = [None if k else f"estimated Jaccard {j:.2f} with {cid}"
-                   for k, j, cid in zip(is_kept, jac, cluster_ids.to_pylist())]
-        return Decision(is_kept, pa.array(reasons.tolist(), pa.string()), pa.array(details, pa.string()),
+        reasons = pc.if_else(pa.array(kept_of >= n), "near_duplicate_of_earlier_version", "near_duplicate")
+        gone = np.flatnonzero(~is_kept)
+        details = np.full(n, None, dtype=object)
+        details[gone] = [f"estimated Jaccard {j:.2f} with {cid}"
+                         for j, cid in zip(jac[gone].tolist(), cluster_ids.take(pa.array(gone)).to_pylist())]
+        return Decision(is_kept, reasons, pa.array(details, pa.string()),
                         columns={"dup_cluster": cluster_ids},
                         extra={"duplicate_of": cluster_ids, "jaccard": pa.array(jac, pa.float32())})
 
@@ -190,7 +194,7 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
     a, b = lsh.permutations(c.num_perm, c.seed)
     fn = partial(_minhash_block, c.normalizer(), c.ngram, c.unit, a, b, bands, band_rows, parts, field, c.keep == "longest",
                  c.batch_size)
-    mapped = plan.map(rows, text_columns(field), fn, outputs=1 + parts, description=f"{label}: signatures ({n:,} rows)")
+    mapped = plan.map(rows, text_columns(field, rows.column_names), fn, outputs=1 + parts, description=f"{label}: signatures ({n:,} rows)")
     total, ref_parts = n, []
     for table, sig, valid, _ in refs:
         ref_parts.append(band_records(sig, valid, total, bands, band_rows, parts))

@@ -116,7 +116,7 @@ class SelectTargetConfig(StageConfig):
 
 class SelectTarget(Stage):
     name = "select_target"
-    version = "2"  # 2: the encoder is a models: entry (`embedder`), its identity among the step's models
+    version = "3"  # 2: the encoder is a models: entry (`embedder`); 3: embedded 20,000 rows at a time (decide)
     Config = SelectTargetConfig
     config: SelectTargetConfig
     model_refs = ("embedder",)
@@ -166,7 +166,7 @@ class SelectTarget(Stage):
                             stats=stats)
 
         def pool_text():
-            for batch in rows.scan(text_columns(c.field), READ_ROWS):
+            for batch in rows.scan(text_columns(c.field, rows.column_names), READ_ROWS):
                 yield [t[: c.max_chars] for t in texts(batch, c.field)]
 
         if c.method == "dsir":
