@@ -25,6 +25,7 @@ source: {type: champ, include_model_solutions: true, limit_problems: 60}
 executor: {type: local, block_rows: 1000}
 stages:
   - exact_dedup
+  - minhash_dedup
   - heuristic_filter
   - decontaminate: {eval_sets: [%s]}
   - verify
@@ -64,7 +65,8 @@ def test_a_recipe_runs_on_a_cluster_started_with_ray_start_to_the_local_versions
     local = run_cli("run", str(recipe), "--store", str(tmp_path / "local"), timeout=600)
     assert local.returncode == 0, local.stderr
 
-    for step in ("heuristic_filter", "decontaminate", "verify"):
+    for step in ("exact_dedup", "minhash_dedup", "heuristic_filter", "decontaminate", "verify"):  # the dedups:
+        # their plans' maps and reduces ran as the cluster's tasks
         a, b = Store(tmp_path / "ray").resolve(f"clustered/{step}"), Store(tmp_path / "local").resolve(f"clustered/{step}")
         assert a.manifest["executor"] == {"type": "ray", "block_rows": 1000}  # made by the cluster's tasks
         assert a.fingerprint == b.fingerprint and a.num_rows == b.num_rows
@@ -72,6 +74,7 @@ def test_a_recipe_runs_on_a_cluster_started_with_ray_start_to_the_local_versions
         assert a.rejected().select(["id", "reason", "detail"]).to_pylist() == b.rejected().select(
             ["id", "reason", "detail"]).to_pylist()
         assert a.manifest["stats"] == b.manifest["stats"] and a.manifest["rejections"] == b.manifest["rejections"]
+    assert Store(tmp_path / "ray").resolve("clustered/minhash_dedup").manifest["counts"]["rejected"] > 0
     assert Store(tmp_path / "ray").resolve("clustered").num_rows > 100
 
 
