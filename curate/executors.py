@@ -27,6 +27,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import CurateError, StageError, UsageError
 from .fingerprint import hash_parts
 from .stage import (Decision, LocalPlan, Plan, Reporter, Stage, StageContext, StageOutput, check_counts, reraise,
-                    version_blocks, with_stage_column)
+                    with_stage_column)
 from .store import BLOCK_ROWS, Block, Store, Version, write_block
 
 # What a Ray worker needs of the driver's environment (a cluster's workers start with the
@@ -276,6 +277,12 @@ class RayPlan:
         pending = list(refs)
         for _ in self.ctx.reporter.track(range(len(refs)), total=len(refs), description=f"{description} on ray"):
             _, pending = self.ray.wait(pending, num_returns=1, fetch_local=False)
+
+
+def version_blocks(version: Version, block_rows: int) -> list[tuple[int, int, Block]]:
+    """(offset, rows, block) of each of a stored version's blocks (``Version.blocks``)."""
+    blocks = version.blocks(block_rows)
+    return [(start, b.rows, b) for start, b in zip(accumulate((b.rows for b in blocks), initial=0), blocks)]
 
 
 def _ray_map(version: Version, block: Block, columns: list[str], fn: Any, offset: int, outputs: int, *args: Any) -> Any:

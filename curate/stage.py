@@ -155,6 +155,23 @@ class TableRows:
             yield part.slice(start, batch_rows)
 
 
+def values_at(rows: Rows, column: str, idx: np.ndarray, batch_rows: int = BLOCK_ROWS) -> list[Any]:
+    """``column``'s values at rows ``idx`` (any order, repeats allowed), the column read a batch
+    at a time: what a decision needs of a few rows (the ids its duplicates name) without
+    holding the column."""
+    order = np.argsort(idx, kind="stable")
+    want, found, offset = idx[order], [], 0
+    for batch in rows.scan([column], batch_rows):
+        mine = want[(want >= offset) & (want < offset + len(batch))] - offset
+        if len(mine):
+            found.extend(batch.column(column).take(pa.array(mine)).to_pylist())
+        offset += len(batch)
+    out: list[Any] = [None] * len(idx)
+    for k, value in zip(order.tolist(), found):
+        out[k] = value
+    return out
+
+
 @dataclass
 class Decision:
     """What a stage that looks at the whole pool decided for each of its rows, apart from the
@@ -329,13 +346,6 @@ class LocalPlan:
 
     def fetch(self, handles):
         return list(handles)
-
-
-def version_blocks(version: Any, block_rows: int) -> list[tuple[int, int, Any]]:
-    """(offset, rows, block) of each of a stored version's blocks (``Version.blocks``)."""
-    blocks = version.blocks(block_rows)
-    starts = np.cumsum([0, *(b.rows for b in blocks)])
-    return [(int(s), b.rows, b) for s, b in zip(starts, blocks)]
 
 
 def _local_block(fn: Callable[..., tuple], item: tuple) -> tuple:

@@ -17,9 +17,8 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from ..algorithms import lsh
 from ..records import default_text_field, text_columns, texts
-from ..stage import Decision, Rows, Stage, StageConfig, StageContext
+from ..stage import Decision, Rows, Stage, StageConfig, StageContext, values_at
 
 class ExactDedupConfig(StageConfig):
     renamed = {"normalize_unicode": "'unicode_nfkc'"}  # one name with minhash_dedup's option
@@ -62,9 +61,8 @@ class ExactDedup(Stage):
         dups, firsts = dups[order], firsts[order]
         keep = np.ones(n, dtype=bool)
         keep[dups] = False
-        first_ids = dict(zip(*_ids_at(rows, plan, firsts)))
         duplicate_of = np.full(n, None, dtype=object)
-        duplicate_of[dups] = [first_ids[f] for f in firsts.tolist()]
+        duplicate_of[dups] = values_at(rows, "id", firsts)
         detail = np.full(n, None, dtype=object)
         detail[dups] = [f"same normalised {field} as {i}" for i in duplicate_of[dups]]
         return Decision(keep, "exact_duplicate", pa.array(detail, pa.string()),
@@ -101,21 +99,3 @@ def _first_of_each_hash(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarr
     new[1:] = (h[1:] != h[:-1]).any(axis=1)
     first = rows[new][np.cumsum(new) - 1]
     return rows[~new], first[~new]
-
-
-def _ids_at(rows: Rows, plan, idx: np.ndarray) -> tuple[list[int], list[str]]:
-    """(row indices, ids) of the sorted-unique rows among ``idx``, read block by block where
-    the blocks are (only the blocks that hold one)."""
-    want = lsh.sorted_unique(idx)
-    spans = plan.spans(rows)
-    starts = np.array([s for s, _ in spans] + [rows.num_rows])
-    args = {}
-    for i in np.unique(np.searchsorted(starts, want, side="right") - 1).tolist():
-        mine = want[(want >= starts[i]) & (want < starts[i + 1])]
-        args[i] = (mine - starts[i],)
-    found = plan.fetch([m[0] for m in plan.map(rows, ["id"], _take_ids, args=args, description="ids")])
-    return want.tolist(), [i for block in found for i in block]
-
-
-def _take_ids(table: pa.Table, offset: int, local: np.ndarray) -> tuple[list[str]]:
-    return (table.column("id").take(pa.array(local)).to_pylist(),)

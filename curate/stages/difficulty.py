@@ -83,7 +83,7 @@ from ..algorithms.textstats import approx_token_counts
 from ..errors import StageError, warn
 from ..models.base import Sampling
 from ..records import prompt_messages, shape_of, text_columns, texts
-from ..stage import Decision, Rows, Stage, StageConfig, StageContext, StageOutput, TableRows
+from ..stage import Decision, Rows, Stage, StageConfig, StageContext, StageOutput, TableRows, values_at
 from ..store import Store
 from .verify import BATCH_ROWS, verify_batch
 
@@ -317,7 +317,7 @@ class Difficulty(Stage):
                 refs[g] = str(ref)
         todo = [g for g in range(n_groups) if refs[g] is not None]
         column = "messages" if "messages" in rows.column_names else "prompt"
-        firsts = _values_at(rows, column, first[todo])
+        firsts = values_at(rows, column, first[todo], READ_ROWS)
         if column == "messages":
             prompts = [prompt_messages(m) for m in firsts]
         else:
@@ -387,21 +387,6 @@ def _column(rows: Rows, name: str, what: str) -> pa.ChunkedArray:
     if name not in rows.column_names:
         raise StageError(f"difficulty: {what} '{name}' is not a column of the table; columns are {', '.join(rows.column_names)}")
     return rows.column(name)
-
-
-def _values_at(rows: Rows, column: str, idx: np.ndarray) -> list[Any]:
-    """``column``'s values at rows ``idx`` (any order), read a batch at a time."""
-    order = np.argsort(idx, kind="stable")
-    want, found, offset = idx[order], [], 0
-    for batch in rows.scan([column], READ_ROWS):
-        mine = want[(want >= offset) & (want < offset + len(batch))] - offset
-        if len(mine):
-            found.extend(batch.column(column).take(pa.array(mine)).to_pylist())
-        offset += len(batch)
-    out: list[Any] = [None] * len(idx)
-    for k, value in zip(order.tolist(), found):
-        out[k] = value
-    return out
 
 
 def _numbers(rows: Rows, name: str, what: str) -> np.ndarray:

@@ -194,7 +194,8 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
     a, b = lsh.permutations(c.num_perm, c.seed)
     fn = partial(_minhash_block, c.normalizer(), c.ngram, c.unit, a, b, bands, band_rows, parts, field, c.keep == "longest",
                  c.batch_size)
-    mapped = plan.map(rows, text_columns(field, rows.column_names), fn, outputs=1 + parts, description=f"{label}: signatures ({n:,} rows)")
+    mapped = plan.map(rows, text_columns(field, rows.column_names), fn, outputs=1 + parts,
+                      description=f"{label}: signatures ({n:,} rows)")
     total, ref_parts = n, []
     for table, sig, valid, _ in refs:
         ref_parts.append(band_records(sig, valid, total, bands, band_rows, parts))
@@ -223,32 +224,27 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
         want = nodes[compact]
         mine = want[want < n]
         args = {i: (local,) for i, local in _by_block(mine, starts).items()}
-        shingled = partial(_shingle_block, c.normalizer(), c.ngram, c.unit, field, c.batch_size)
-        built = plan.fetch([m[0] for m in plan.map(rows, text_columns(field), shingled, args=args,
-                                                    description=f"verify ({len(want):,} rows)")])
-        out = [s for values, bounds in built for s in _sets(values, bounds)]
+        shingled = partial(_shingle_block, c.normalizer(), c.ngram, c.unit)
+        built = plan.fetch([m[0] for m in plan.map(rows, text_columns(field), partial(shingled, field, c.batch_size),
+                                                    args=args, description=f"verify ({len(want):,} rows)")])
         start = n
-        for table, _, _, ref_field in refs:
+        for table, _, _, ref_field in refs:  # the reference rows' sets, here (their tables are in memory)
             theirs = want[(want >= start) & (want < start + len(table))] - start
             if len(theirs):
-                ref_texts = texts(table.take(pa.array(theirs)), ref_field)
-                out.extend(lsh.shingle_sets([c.normalizer()(t) for t in ref_texts], c.ngram, c.unit))
+                built.append(shingled(ref_field, c.batch_size, table, start, theirs)[0])
             start += len(table)
-        return out
+        return [s for values, bounds in built for s in _sets(values, bounds)]
 
     verified = verified_pairs(cpairs, sig, c, sets_of)
     release_memory()  # the shingle sets are gone
     labels = lsh.components(len(nodes), verified)
-    if c.keep == "first":
-        priority = np.zeros(len(nodes))
-    elif c.keep == "longest":
-        priority = np.zeros(len(nodes))
+    priority = np.zeros(len(nodes))  # keep=first: the first row of a cluster
+    if c.keep == "longest":
         priority[:ours] = -sizes.astype(np.float64)
-    else:
+    elif c.keep == "score":
         if c.score_column not in rows.column_names:
             raise StageError(f"{label}: keep=score, but there is no column '{c.score_column}'")
         scores = rows.column(c.score_column).to_numpy(zero_copy_only=False).astype(np.float64)
-        priority = np.zeros(len(nodes))
         priority[:ours] = -np.nan_to_num(scores[nodes[:ours]], nan=-np.inf)
     winner = _survivors(labels, nodes >= n, priority)[labels[:ours]]
     kept_of = np.arange(n, dtype=np.int64)

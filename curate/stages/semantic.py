@@ -86,7 +86,7 @@ from ..models.config import DEFAULT_EMBEDDER
 from ..models.embeddings import require
 from ..models.pool import models_for
 from ..records import default_text_field, text_columns, texts
-from ..stage import Decision, Rows, Stage, StageConfig, StageContext, check_keep_policy
+from ..stage import Decision, Rows, Stage, StageConfig, StageContext, check_keep_policy, values_at
 
 ROWS_PER_CLUSTER = 10_000  # default cluster size; see the module docstring
 BLOCK_ENTRIES = 1 << 24  # similarity entries computed at once (64 MB of float32)
@@ -182,9 +182,8 @@ class SemanticDedup(Stage):
                 similarity[members[dup]] = sims[dup]
 
         dups = np.flatnonzero(parent >= 0)
-        ids = dict(zip(*_ids_of(rows, parent[dups])))
         duplicate_of = np.full(n, None, dtype=object)
-        duplicate_of[dups] = [ids[p] for p in parent[dups].tolist()]
+        duplicate_of[dups] = values_at(rows, "id", parent[dups])
         sim = np.full(n, None, dtype=object)
         sim[dups] = [round(float(s), 6) for s in similarity[dups]]
         detail = np.full(n, None, dtype=object)
@@ -216,18 +215,6 @@ class SemanticDedup(Stage):
             missing = np.isnan(score)  # missing or NaN scores rank last
             return np.lexsort((index, -np.where(missing, 0.0, score), missing))
         return index
-
-
-def _ids_of(rows: Rows, idx: np.ndarray) -> tuple[list[int], list[str]]:
-    """(sorted unique row indices among ``idx``, their ids), the id column read a batch at a time."""
-    want = np.unique(idx)
-    found, offset = [], 0
-    for batch in rows.scan(["id"], EMBED_ROWS):
-        mine = want[(want >= offset) & (want < offset + len(batch))] - offset
-        if len(mine):
-            found.extend(batch.column("id").take(pa.array(mine)).to_pylist())
-        offset += len(batch)
-    return want.tolist(), found
 
 
 def kmeans(emb: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
