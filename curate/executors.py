@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import CurateError, StageError, UsageError
 from .fingerprint import hash_parts
-from .stage import (Decision, LocalPlan, Plan, Reporter, Stage, StageContext, StageOutput, check_counts, reraise,
+from .stage import (RAY_DRIVER_PAIRS, Decision, LocalPlan, Plan, Reporter, Stage, StageContext, StageOutput, check_counts, reraise,
                     with_stage_column)
 from .store import BLOCK_ROWS, Block, Store, Version, write_block
 
@@ -66,6 +66,10 @@ class ExecutorConfig(BaseModel):
     block_rows: int = Field(BLOCK_ROWS, ge=1)
     """Rows a row-wise step reads, processes and writes at a time (one Ray task; the unit a
     killed run resumes from). It changes no result."""
+    driver_pairs: int | None = Field(None, ge=0)
+    """Candidate pairs minhash_dedup may cluster in the driver; above, they are verified and
+    clustered by the plan's tasks (docs/scale.md). None: no bound locally, 2,000,000 on Ray.
+    It changes no result."""
     ray: RayConfig = RayConfig()
 
 
@@ -112,8 +116,8 @@ class Executor:
 
     name = "local"
 
-    def __init__(self, block_rows: int = BLOCK_ROWS):
-        self.block_rows = block_rows
+    def __init__(self, block_rows: int = BLOCK_ROWS, driver_pairs: int | None = None):
+        self.block_rows, self.driver_pairs = block_rows, driver_pairs
         self.model_calls: dict[str, Any] = {}  # calls made in other processes, by model name
 
     def describe(self) -> dict[str, Any]:
@@ -130,7 +134,7 @@ class Executor:
 
     def plan(self, rows: Any, ctx: StageContext) -> Plan:
         """Where a ``Stage.decide`` over ``rows`` runs its per-block work (``StageContext.plan``)."""
-        return LocalPlan(ctx, self.block_rows)
+        return LocalPlan(ctx, self.block_rows, self.driver_pairs)
 
     def close(self) -> None:
         pass
@@ -153,8 +157,9 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, block_rows: int = BLOCK_ROWS, address: str | None = None, num_cpus: int | None = None):
-        super().__init__(block_rows)
+    def __init__(self, block_rows: int = BLOCK_ROWS, address: str | None = None, num_cpus: int | None = None,
+                 driver_pairs: int | None = None):
+        super().__init__(block_rows, driver_pairs)
         self.address, self.num_cpus = address, num_cpus
         self._owned = False
         self._remote: Any = None
@@ -211,8 +216,9 @@ class RayExecutor(Executor):
 
     def plan(self, rows: Any, ctx: StageContext) -> Plan:
         if not isinstance(rows, Version):  # a table in the driver's memory: nothing to spread
-            return LocalPlan(ctx, self.block_rows)
-        return RayPlan(self._start(), ctx, self.block_rows)
+            return LocalPlan(ctx, self.block_rows, self.driver_pairs)
+        return RayPlan(self._start(), ctx, self.block_rows,
+                       RAY_DRIVER_PAIRS if self.driver_pairs is None else self.driver_pairs)
 
     def close(self) -> None:
         if self._owned:
@@ -228,11 +234,12 @@ class RayPlan:
     whose object-reference arguments Ray resolves where it runs; only what ``call`` and
     ``fetch`` return comes to the driver."""
 
-    def __init__(self, ray: Any, ctx: StageContext, block_rows: int):
-        self.ray, self.ctx, self.block_rows = ray, ctx, block_rows
+    def __init__(self, ray: Any, ctx: StageContext, block_rows: int, driver_pairs: int | None = RAY_DRIVER_PAIRS):
+        self.ray, self.ctx, self.block_rows, self.driver_pairs = ray, ctx, block_rows, driver_pairs
         self.partitions = max(2, int(ray.cluster_resources().get("CPU", 1)))
         self._map = ray.remote(num_cpus=1, max_retries=0)(_ray_map)
         self._call = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
+        self._submit = ray.remote(num_cpus=1, max_retries=0)(_ray_submit)
 
     def spans(self, rows: Version) -> list[tuple[int, int]]:
         return [(offset, size) for offset, size, _ in version_blocks(rows, self.block_rows)]
@@ -255,6 +262,18 @@ class RayPlan:
         refs = [self._call.remote(fn_ref, *a) for a in args]
         self._wait(refs, description)
         return self.fetch(refs)
+
+    def submit(self, fn, args, outputs=1, rows=None, columns=None, reads=None, description=""):
+        fn_ref = self.ray.put(fn)
+        version = self.ray.put(rows) if reads is not None else None
+        blocks = version_blocks(rows, self.block_rows) if reads is not None else []
+        refs = []
+        for t, a in enumerate(args):
+            chosen = {k: blocks[k][2] for k in reads[t]} if reads is not None else None
+            out = self._submit.options(num_returns=outputs).remote(fn_ref, outputs, version, chosen, columns, *a)
+            refs.append(tuple(out) if outputs > 1 else (out,))
+        self._wait([r[0] for r in refs], description)
+        return refs
 
     def fetch(self, handles):
         errors = self.ray.exceptions
@@ -296,6 +315,13 @@ def _ray_call(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
+def _ray_submit(fn: Any, outputs: int, version: Version | None, blocks: dict[int, Block] | None,
+                columns: list[str] | None, *args: Any) -> Any:
+    """One task of ``RayPlan.submit``: with ``blocks``, ``fn`` is handed a reader of them."""
+    out = fn(*args) if blocks is None else fn(lambda k: version.read_block(blocks[k], columns), *args)
+    return out[0] if outputs == 1 else out
+
+
 def _check_reachable(address: str, seconds: float = 5.0) -> None:
     """Fail at once, naming the address, when nothing listens at ``host:port`` (Ray itself
     retries a wrong address for minutes)."""
@@ -320,8 +346,8 @@ def executor(config: ExecutorConfig | Executor | str | None) -> Executor:
             raise UsageError(f"unknown executor {config!r}; executors are local, ray")
         config = ExecutorConfig(type=config or "local")
     if config.type == "ray":
-        return RayExecutor(config.block_rows, config.ray.address, config.ray.num_cpus)
-    return LocalExecutor(config.block_rows)
+        return RayExecutor(config.block_rows, config.ray.address, config.ray.num_cpus, config.driver_pairs)
+    return LocalExecutor(config.block_rows, config.driver_pairs)
 
 
 def add_stats(into: dict[str, Any], name: str, stats: Any) -> None:

@@ -295,6 +295,7 @@ class Plan(Protocol):
     ``partitions`` (how many ways a shuffle splits its keys)."""
 
     partitions: int
+    driver_pairs: int | None  # candidate pairs a decision may gather in the driver (None: any)
 
     def spans(self, rows: Rows) -> list[tuple[int, int]]:
         """(offset, rows) of each block of ``rows``, in order."""
@@ -311,17 +312,35 @@ class Plan(Protocol):
         """``[fn(*a) for a in args]`` (handles among ``a`` are resolved), fetched, in order."""
         ...
 
+    def submit(self, fn: Callable[..., tuple], args: list[tuple], outputs: int = 1, rows: Rows | None = None,
+               columns: list[str] | None = None, reads: list[list[int]] | None = None,
+               description: str = "") -> list[tuple]:
+        """``fn(*a)`` for each ``a`` in ``args`` (handles among ``a`` resolved), each returning a
+        tuple of ``outputs`` values, left where they are (a tuple of handles per task): the
+        steps of a shuffle, whose data never reaches the driver. With ``reads`` (block indices
+        of ``rows`` per task), ``fn(read, *a)``: ``read(k)`` is block ``k``'s ``columns``, read
+        where the task runs (only blocks in its list)."""
+        ...
+
     def fetch(self, handles: list[Any]) -> list[Any]:
         """The values of ``handles``."""
         ...
 
 
-class LocalPlan:
-    """A ``Plan`` in this process: blocks of ``block_rows`` through the context's workers."""
+# Candidate pairs a Ray driver clusters itself (minhash_dedup); above, the plan clusters them.
+RAY_DRIVER_PAIRS = 2_000_000
 
-    def __init__(self, ctx: StageContext, block_rows: int = BLOCK_ROWS):
+
+class LocalPlan:
+    """A ``Plan`` in this process: blocks of ``block_rows`` through the context's workers.
+    ``driver_pairs`` (None: no bound) is how many candidate pairs a decision may gather in
+    the driver (``minhash_dedup``); here every handle is in this process anyway, so the
+    bound only serves to run the distributed path on one machine."""
+
+    def __init__(self, ctx: StageContext, block_rows: int = BLOCK_ROWS, driver_pairs: int | None = None):
         self.ctx, self.block_rows = ctx, block_rows
         self.partitions = max(1, ctx.workers)
+        self.driver_pairs = driver_pairs
 
     def spans(self, rows: Rows) -> list[tuple[int, int]]:
         n, b = rows.num_rows, self.block_rows
@@ -344,8 +363,30 @@ class LocalPlan:
     def call(self, fn, args, description=""):
         return self.ctx.map(partial(_star, fn), args, len(args), description)
 
+    def submit(self, fn, args, outputs=1, rows=None, columns=None, reads=None, description=""):
+        spans = self.spans(rows) if reads is not None else []
+
+        def items():
+            for t, a in enumerate(args):
+                yield (_SpanReader(rows, {k: spans[k] for k in reads[t]}, columns),) + tuple(a) if reads is not None else a
+
+        return [tuple(out) for out in self.ctx.map(partial(_star, fn), items(), len(args), description)]
+
     def fetch(self, handles):
         return list(handles)
+
+
+class _SpanReader:
+    """``read(k)``: block ``k`` (of ``spans``) of ``rows``, its ``columns`` (a task's reads)."""
+
+    def __init__(self, rows: Rows, spans: dict[int, tuple[int, int]], columns: list[str] | None):
+        self.rows, self.spans, self.columns = rows, spans, columns
+
+    def __call__(self, k: int) -> pa.Table:
+        start, size = self.spans[k]
+        if isinstance(self.rows, TableRows):
+            return self.rows.table.select(self.columns or self.rows.column_names).slice(start, size)
+        return self.rows.read_rows(start, size, self.columns)
 
 
 def _local_block(fn: Callable[..., tuple], item: tuple) -> tuple:

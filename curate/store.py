@@ -155,6 +155,22 @@ class Version:
                            for start in range(0, rows, block_rows))
         return out
 
+    def read_rows(self, start: int, rows: int, columns: list[str] | None = None):
+        """Kept rows ``start .. start + rows`` (only the row groups holding them are read)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        parts, offset = [], 0
+        for shard in self.manifest["shards"]:
+            pf = pq.ParquetFile(self.path / shard)
+            for group in range(pf.metadata.num_row_groups):
+                size = pf.metadata.row_group(group).num_rows
+                if offset < start + rows and start < offset + size:
+                    lo = max(start - offset, 0)
+                    parts.append(pf.read_row_group(group, columns=columns).slice(lo, min(start + rows - offset, size) - lo))
+                offset += size
+        return pa.concat_tables(parts) if len(parts) != 1 else parts[0]
+
     def read_block(self, block: Block, columns: list[str] | None = None):
         """The rows of ``block`` (one row group read, then sliced; only ``columns``, when given)."""
         import pyarrow.parquet as pq

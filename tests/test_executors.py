@@ -241,9 +241,10 @@ def test_the_dedups_decide_through_ray_tasks_as_they_do_here(ray_cluster, tmp_pa
     assert isinstance(handles[0][0], ray.ObjectRef)
     assert plan.fetch([h[1] for h in handles]) == [s for s, _ in plan.spans(version)]
     local = dataclasses.replace(ctx, plan=LocalPlan(ctx, 10))
-    for name in ("exact_dedup", "minhash_dedup"):
+    shuffled = RayExecutor(BLOCK, driver_pairs=0).plan(version, ctx)  # minhash_dedup clusters in Ray tasks
+    for name, ray_plan in (("exact_dedup", plan), ("minhash_dedup", plan), ("minhash_dedup", shuffled)):
         stage = REGISTRY[name](CONFIGS[name])
-        here, there = stage.decide(version, local), stage.decide(version, dataclasses.replace(ctx, plan=plan))
+        here, there = stage.decide(version, local), stage.decide(version, dataclasses.replace(ctx, plan=ray_plan))
         assert 0 < (~here.keep).sum() < len(here.keep), name  # the input has duplicates, and distinct rows
         assert (here.keep == there.keep).all(), name
         assert here.reason == there.reason if isinstance(here.reason, str) else here.reason.equals(there.reason)

@@ -295,7 +295,7 @@ def test_candidate_pairs_are_the_same_however_the_band_hashes_are_partitioned(co
     n = len(table)
     for parts in (1, 3, 8):
         blocks = [band_records(sig[s : s + 50], valid[s : s + 50], s, bands, rows, parts) for s in range(0, n, 50)]
-        keys = np.concatenate([_pair_keys(n, *(b[p] for b in blocks)) for p in range(parts)])
+        keys = np.concatenate([k for p in range(parts) for k in _pair_keys(n, parts, *(b[p] for b in blocks))])
         assert np.array_equal(lsh.pairs_of(lsh.sorted_unique(keys), n), whole), parts
 
 
@@ -311,3 +311,53 @@ def test_the_decision_does_not_depend_on_the_plans_blocks_or_partitions(corpus):
         ctx.plan.partitions = parts
         other = MinhashDedup()(table, ctx)
         assert other.kept.equals(out.kept) and other.rejected.equals(out.rejected), (block_rows, parts)
+
+
+@pytest.mark.parametrize("keep", ["first", "longest", "score"])
+@pytest.mark.parametrize("verify", ["exact", "signature"])
+def test_clustering_by_the_plans_tasks_decides_as_the_driver_does(corpus, keep, verify):
+    """Above ``driver_pairs`` candidate pairs, verification and clustering run as the plan's
+    shuffles (minhash_cluster: signature joins, true Jaccard where the rows' texts are,
+    Large-Star/Small-Star components, survivors per component): the same decision as the
+    driver's, at any block size and number of partitions."""
+    from curate.stage import LocalPlan
+
+    table, _, _ = corpus
+    table = table.append_column("quality", pa.array([float(len(t) % 17) for t in table.column("text").to_pylist()]))
+    stage = MinhashDedup(keep=keep, verify=verify, score_column="quality" if keep == "score" else None)
+    out = stage(table)
+    assert len(out.rejected) > 50
+    for block_rows, parts in ((37, 3), (500, 1), (10_000, 4)):
+        ctx = StageContext()
+        ctx.plan = LocalPlan(ctx, block_rows, driver_pairs=0)
+        ctx.plan.partitions = parts
+        other = stage(table, ctx)
+        assert other.kept.equals(out.kept), (block_rows, parts)
+        assert other.rejected.equals(out.rejected), (block_rows, parts)
+
+
+@pytest.mark.parametrize("shape", ["random", "chain", "stars", "cliques"])
+def test_large_star_small_star_finds_the_connected_components(shape):
+    """The partitioned components minhash_cluster runs (algorithms.graph) label every node with
+    its component's smallest node, as union-find does, on graphs that take many rounds (a
+    shuffled chain of 3,000 nodes) and few, over 1 to 7 partitions."""
+    from curate.algorithms import graph
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    if shape == "random":
+        pairs = rng.integers(0, n, (2000, 2))
+    elif shape == "chain":
+        perm = rng.permutation(n)
+        pairs = np.stack([perm[:-1], perm[1:]], axis=1)
+    elif shape == "stars":
+        pairs = np.stack([rng.integers(0, 50, n), np.arange(n)], axis=1)
+    else:
+        groups = rng.integers(0, 300, n)
+        pairs = np.array([(a, b) for g in range(300) for a in np.flatnonzero(groups == g)
+                          for b in np.flatnonzero(groups == g) if a < b])
+    labels = lsh.components(n, pairs)
+    smallest = np.full(labels.max() + 1, n)
+    np.minimum.at(smallest, labels, np.arange(n))
+    for parts in (1, 2, 7):
+        assert np.array_equal(graph.star_components(n, pairs, parts), smallest[labels]), parts

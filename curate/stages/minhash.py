@@ -44,6 +44,7 @@ from ..fingerprint import hash_parts
 from ..records import default_text_field, text_columns, texts
 from ..stage import Decision, Rows, Stage, StageConfig, StageContext, TableRows, check_keep_policy, release_memory
 from ..store import Store, Version
+from . import minhash_cluster
 
 
 class MinhashDedupConfig(StageConfig):
@@ -200,14 +201,24 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
     for table, sig, valid, _ in refs:
         ref_parts.append(band_records(sig, valid, total, bands, band_rows, parts))
         total += len(table)
-    found = plan.call(partial(_pair_keys, total), [tuple(m[1 + p] for m in mapped) + tuple(r[p] for r in ref_parts)
-                                                 for p in range(parts)], f"{label}: candidate pairs")
-    pairs = lsh.pairs_of(lsh.sorted_unique(np.concatenate([np.zeros(0, np.int64), *found])), total)
+    starts = np.array([s for s, _ in plan.spans(rows)] + [n], dtype=np.int64)
+    found = plan.submit(partial(_pair_keys, total, parts), [tuple(m[1 + p] for m in mapped) + tuple(r[p] for r in ref_parts)
+                                                           for p in range(parts)], parts, description=f"{label}: candidate pairs")
+    keys = plan.submit(partial(_unique_keys, starts, parts, total), [tuple(f[q] for f in found) for q in range(parts)],
+                       1 + parts, description=f"{label}: unique candidate pairs")
     del found
+    count = sum(plan.fetch([k[0] for k in keys]))
+    if not refs and plan.driver_pairs is not None and count > plan.driver_pairs:
+        ctx.reporter.log(f"{label}: {count:,} candidate pairs, more than the driver's {plan.driver_pairs:,}: "
+                         "verified and clustered by the plan's tasks")
+        return minhash_cluster.cluster(plan, rows, field, c, [m[0] for m in mapped],
+                                       [tuple(k[1 + r] for k in keys) for r in range(parts)], starts, label)
+    fetched = plan.fetch([h for k in keys for h in k[1:]])
+    pairs = lsh.pairs_of(lsh.sorted_unique(np.concatenate([np.zeros(0, np.int64), *fetched])), total)
+    del keys, fetched
     pairs = pairs[pairs[:, 0] < n]  # pairs are sorted (i < j): this drops pairs of two reference rows
     nodes = lsh.sorted_unique(pairs.ravel())  # every row in a candidate pair, ascending: the graph's nodes
     ours = int(np.searchsorted(nodes, n))
-    starts = np.array([s for s, _ in plan.spans(rows)] + [n], dtype=np.int64)
     by_block = _by_block(nodes[:ours], starts)
     taken = plan.call(_take_rows, [(mapped[i][0], local) for i, local in by_block.items()],
                       f"{label}: signatures of {ours:,} candidate rows")
@@ -277,15 +288,24 @@ def _minhash_block(normalize, ngram, unit, a, b, bands, band_rows, parts, field,
     return ((sig, valid, size), *band_records(sig, valid, offset, bands, band_rows, parts))
 
 
-def _pair_keys(total: int, *records: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def _pair_keys(total: int, parts: int, *records: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
     """One partition's candidate pair keys: band by band, the rows sharing a hash (each
-    block's records of the band, in block order: rows stay ascending)."""
+    block's records of the band, in block order: rows stay ascending); split by key mod
+    ``parts`` (a pair found in two bands is in two partitions' keys)."""
     out = [np.zeros(0, np.int64)]
     for k in range(len(records[0]) if records else 0):
         keys = np.concatenate([r[k][0] for r in records])
         rows = np.concatenate([r[k][1] for r in records])
         out.append(lsh.pair_keys(keys, rows, total))
-    return lsh.sorted_unique(np.concatenate(out))
+    keys = lsh.sorted_unique(np.concatenate(out))
+    return tuple(keys[keys % parts == q] for q in range(parts))
+
+
+def _unique_keys(starts: np.ndarray, parts: int, total: int, *pieces: np.ndarray) -> tuple:
+    """(how many, the pair keys split by the partition of their first row): the distinct keys
+    of one key partition (no other partition holds them)."""
+    keys = lsh.sorted_unique(np.concatenate([np.zeros(0, np.int64), *pieces]))
+    return (len(keys), *minhash_cluster.route_keys(starts, parts, total, keys))
 
 
 def _by_block(idx: np.ndarray, starts: np.ndarray) -> dict[int, np.ndarray]:

@@ -1,0 +1,280 @@
+"""minhash_dedup's verification and clustering as a plan's shuffles, for candidate pairs too
+many for the driver (``Plan.driver_pairs``): the same decision ``near_duplicates`` makes
+in the driver, with every pair, signature and shingle set staying in the plan's tasks.
+
+Block ``b`` of the input belongs to partition ``b mod P``; a row's partition is its block's.
+Every step is one task per partition, each sending records to the partitions of the rows it
+names next (a shuffle: P x P pieces):
+
+1. ``_with_signature``: each candidate pair (i, j), at i's partition, takes i's signature
+   (from the map output of i's block) and goes to j's partition;
+2. ``_classify``: there it takes j's signature; the estimate accepts, drops or -- within 5
+   sigma of the threshold, with ``verify: exact`` -- sends the pair with j's shingle set
+   (j's text read there) to i's partition; ``_check``: i's set, the true Jaccard;
+3. accepted pairs are edges of a graph cut by ``node mod P``: Large-Star / Small-Star rounds
+   (``algorithms.graph``) until every component is a star around its smallest row;
+4. ``_priority`` / ``_winners``: each row's keep priority (``keep``) at its partition; per
+   component, the survivor; ``_with_signature`` / ``_estimate``: the estimated Jaccard of
+   each removed row with its survivor. Only (removed row, survivor, estimate) reach the driver.
+
+Candidate pairs within 5 sigma are checked whether or not accepted pairs already connect
+their rows (the driver skips those): the components, and so the decision, are the same.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pyarrow as pa
+
+from ..algorithms import graph, lsh
+from ..errors import StageError
+from ..records import text_columns, texts
+from ..stage import Plan, Rows
+
+MAX_ROUNDS = 200
+
+Records = dict  # column name -> numpy array, all of one length
+
+
+def cluster(plan: Plan, rows: Rows, field: str, c, signatures: list, keys: list[tuple], starts: np.ndarray,
+            label: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kept_of, jaccard) as ``near_duplicates`` returns them, from ``signatures`` (the map
+    output handle of each block: (signatures, valid, text lengths)) and ``keys`` (for each
+    partition, the handles of its candidate pair keys ``i * n + j``, routed by i)."""
+    n, parts = rows.num_rows, plan.partitions
+    owned = [list(range(r, len(starts) - 1, parts)) for r in range(parts)]
+
+    def step(fn, pieces: list[tuple], outputs: int, description: str, columns: list[str] | None = None) -> list[tuple]:
+        """``fn`` at each partition r, given r's blocks' signatures and ``pieces[r]``."""
+        args = [(r, len(owned[r]), *(signatures[b] for b in owned[r]), *pieces[r]) for r in range(parts)]
+        reads = owned if columns is not None else None
+        return plan.submit(partial(fn, starts, parts), args, outputs, rows=rows, columns=columns, reads=reads,
+                           description=f"{label}: {description}")
+
+    def routed(tasks: list[tuple], first: int = 0) -> list[tuple]:
+        """For each partition, the pieces every task sent it (output ``first + r``)."""
+        return [tuple(t[first + r] for t in tasks) for r in range(parts)]
+
+    with_i = step(partial(_with_signature, n, "i", "j"), keys, parts, "signatures of candidate pairs")
+    sigma = (c.threshold * (1 - c.threshold) / c.num_perm) ** 0.5
+    classify = partial(_classify, c.verify, c.threshold, sigma, c.normalizer(), c.ngram, c.unit, field)
+    classified = step(classify, routed(with_i), 2 * parts, "estimates", text_columns(field))
+    checked = step(partial(_check, c.threshold, c.normalizer(), c.ngram, c.unit, field), routed(classified, parts),
+                   parts, "true Jaccard of doubtful pairs", text_columns(field))
+    edges = [routed(classified)[r] + routed(checked)[r] for r in range(parts)]
+    for _ in range(MAX_ROUNDS):
+        large = plan.submit(partial(_large_star, parts), edges, 1 + parts, description=f"{label}: components")
+        if all(plan.fetch([t[0] for t in large])):
+            break
+        small = plan.submit(partial(_small_star, parts), routed(large, 1), parts, description=f"{label}: components")
+        edges = routed(small)
+    else:
+        raise StageError(f"{label}: clustering did not converge in {MAX_ROUNDS} Large-Star/Small-Star rounds")
+    roots = plan.submit(partial(_roots, starts, parts), edges, parts, description=f"{label}: clusters")
+    columns = [c.score_column] if c.keep == "score" else []  # read only for keep=score
+    if c.keep == "score" and c.score_column not in rows.column_names:
+        raise StageError(f"{label}: keep=score, but there is no column '{c.score_column}'")
+    ranked = step(partial(_priority, c.keep, c.score_column), routed(roots), parts, "keep priorities", columns)
+    winners = plan.submit(partial(_winners, starts, parts), routed(ranked), parts, description=f"{label}: survivors")
+    with_j = step(partial(_with_signature, None, "j", "i"), routed(winners), parts, "signatures of survivors")
+    removed = plan.fetch([t[0] for t in step(_estimate, routed(with_j), 1, "estimates with survivors")])
+    kept_of = np.arange(n, dtype=np.int64)
+    jac = np.ones(n, dtype=np.float32)
+    for rec in removed:
+        kept_of[rec["i"]] = rec["j"]
+        jac[rec["i"]] = rec["jac"]
+    return kept_of, jac
+
+
+def route_keys(starts: np.ndarray, parts: int, total: int, keys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pair keys ``i * total + j`` split by the partition of row i's block."""
+    where = partition_of(starts, parts, keys // total)
+    return tuple(keys[where == r] for r in range(parts))
+
+
+def partition_of(starts: np.ndarray, parts: int, rows: np.ndarray) -> np.ndarray:
+    """The partition of each row: its block's index mod ``parts``."""
+    return (np.searchsorted(starts, rows, side="right") - 1) % parts
+
+
+def _split(rec: Records, where: np.ndarray, parts: int) -> tuple[Records, ...]:
+    return tuple({k: v[where == r] for k, v in rec.items()} for r in range(parts))
+
+
+def _concat(pieces: tuple) -> Records:
+    """One partition's records from the pieces sent to it ({} if it got none with rows)."""
+    full = [p for p in pieces if len(p["i"])]
+    return {k: np.concatenate([p[k] for p in full]) for k in full[0]} if full else {}
+
+
+def _signature_rows(starts: np.ndarray, parts: int, r: int, infos: tuple, rows: np.ndarray, which: int = 0) -> np.ndarray:
+    """``infos[which]`` (0: signatures, 2: text lengths) of ``rows``, all in partition r's blocks
+    (``infos[k]``: the map output of block ``r + k * parts``)."""
+    block = np.searchsorted(starts, rows, side="right") - 1
+    first = infos[0][which] if infos else np.zeros((0,), np.uint32)
+    out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
+    for b in np.unique(block):
+        mask = block == b
+        out[mask] = infos[(b - r) // parts][which][rows[mask] - starts[b]]
+    return out
+
+
+def _with_signature(total: int | None, side: str, to: str, starts, parts, r, k, *handles) -> tuple[Records, ...]:
+    """Records (or, with ``total``, pair keys) at ``side``'s partition take ``side``'s signature
+    and go to the partition of row ``to``."""
+    infos, pieces = handles[:k], handles[k:]
+    if total is not None:
+        keys = np.concatenate([np.zeros(0, np.int64), *pieces])
+        rec = {"i": keys // total, "j": keys % total}
+    else:
+        rec = _concat(pieces) or {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)}
+    rec[f"sig_{side}"] = _signature_rows(starts, parts, r, infos, rec[side])
+    return _split(rec, partition_of(starts, parts, rec[to]), parts)
+
+
+def _estimate(starts, parts, r, k, *handles) -> tuple[Records]:
+    """(removed row i, survivor j, their estimated Jaccard), at i's partition."""
+    rec = _concat(handles[k:])
+    if not rec:
+        return ({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "jac": np.zeros(0, np.float32)},)
+    sig_i = _signature_rows(starts, parts, r, handles[:k], rec["i"])
+    jac = (sig_i == rec["sig_j"]).mean(axis=1).astype(np.float32)
+    return ({"i": rec["i"], "j": rec["j"], "jac": jac},)
+
+
+def _classify(verify, threshold, sigma, normalize, ngram, unit, field, starts, parts, read, r, k, *handles) -> tuple:
+    """At j's partition: the pairs' estimates; accepted edges (split by node mod P), and the
+    doubtful pairs with j's shingle set (split by i's partition)."""
+    rec = _concat(handles[k:])
+    empty = {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)}
+    if not rec:
+        return (*_edges(empty["i"], empty["j"], parts), *_split(_with_sets(empty, []), np.zeros(0, np.int64), parts))
+    sig_j = _signature_rows(starts, parts, r, handles[:k], rec["j"])
+    est = (rec["sig_i"] == sig_j).mean(axis=1).astype(np.float32)
+    if verify == "none":
+        sure, unsure = np.ones(len(est), bool), np.zeros(len(est), bool)
+    elif verify == "signature":
+        sure, unsure = est >= threshold, np.zeros(len(est), bool)
+    else:
+        sure = est >= threshold + 5 * sigma
+        unsure = ~sure & (est >= threshold - 5 * sigma)
+    doubtful = {"i": rec["i"][unsure], "j": rec["j"][unsure]}
+    sets = _sets_of(starts, read, doubtful["j"], normalize, ngram, unit, field)
+    return (*_edges(rec["i"][sure], rec["j"][sure], parts),
+            *_split_sets(_with_sets(doubtful, sets), partition_of(starts, parts, doubtful["i"]), parts))
+
+
+def _check(threshold, normalize, ngram, unit, field, starts, parts, read, r, k, *handles) -> tuple:
+    """At i's partition: the doubtful pairs' true Jaccard from i's set, read here, and j's, sent."""
+    pieces = [p for p in handles[k:] if len(p["i"])]
+    i = np.concatenate([np.zeros(0, np.int64), *(p["i"] for p in pieces)])
+    j = np.concatenate([np.zeros(0, np.int64), *(p["j"] for p in pieces)])
+    sets = {int(row): s for p in pieces for row, s in zip(p["j"].tolist(), _unpack(p["values"], p["bounds"]))}
+    sets.update(zip(i.tolist(), _sets_of(starts, read, i, normalize, ngram, unit, field)))
+    pairs = np.stack([i, j], axis=1)
+    ok = lsh.exact_jaccard(sets, pairs) >= threshold if len(pairs) else np.zeros(0, bool)
+    return _edges(i[ok], j[ok], parts)
+
+
+def _sets_of(starts, read, idx: np.ndarray, normalize, ngram, unit, field) -> list[np.ndarray]:
+    """The shingle sets of rows ``idx`` (any order), their texts read block by block."""
+    out: list = [None] * len(idx)
+    block = np.searchsorted(starts, idx, side="right") - 1
+    for b in np.unique(block):
+        where = np.flatnonzero(block == b)
+        table = read(int(b))
+        chosen = texts(table.take(pa.array(idx[where] - starts[b])), field)
+        for w, s in zip(where.tolist(), lsh.shingle_sets([normalize(t) for t in chosen], ngram, unit)):
+            out[w] = s
+    return out
+
+
+def _with_sets(rec: Records, sets: list[np.ndarray]) -> Records:
+    values, bounds = _pack(sets)
+    return {**rec, "values": values, "bounds": bounds}
+
+
+def _split_sets(rec: Records, where: np.ndarray, parts: int) -> tuple[Records, ...]:
+    sets = _unpack(rec["values"], rec["bounds"])
+    out = []
+    for p in range(parts):
+        mine = np.flatnonzero(where == p)
+        out.append(_with_sets({"i": rec["i"][mine], "j": rec["j"][mine]}, [sets[m] for m in mine]))
+    return tuple(out)
+
+
+def _pack(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    sizes = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
+    return np.concatenate([np.zeros(0, np.uint32), *sets]), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def _unpack(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    return [values[bounds[m] : bounds[m + 1]] for m in range(len(bounds) - 1)]
+
+
+def _edges(a: np.ndarray, b: np.ndarray, parts: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Undirected edges as directed ones both ways, split by their first node mod P."""
+    u, v = graph.both_ways(a.astype(np.int64), b.astype(np.int64))
+    where = graph.route(u, parts)
+    return tuple((u[where == p], v[where == p]) for p in range(parts))
+
+
+def _gather(pieces: tuple) -> tuple[np.ndarray, np.ndarray]:
+    u = np.concatenate([graph.EMPTY, *(p[0] for p in pieces)])
+    v = np.concatenate([graph.EMPTY, *(p[1] for p in pieces)])
+    return graph.unique_edges(u, v)
+
+
+def _large_star(parts: int, *pieces) -> tuple:
+    """(whether this partition's part of the graph is already stars, Large-Star's edges split by node)."""
+    u, v = _gather(pieces)
+    return (graph.is_star(u, v), *_edges(*graph.large_star(u, v), parts))
+
+
+def _small_star(parts: int, *pieces) -> tuple:
+    return _edges(*graph.small_star(*_gather(pieces)), parts)
+
+
+def _roots(starts: np.ndarray, parts: int, *pieces) -> tuple[Records, ...]:
+    """Each node of this partition's stars with its component's smallest node (a centre is its
+    own), sent to the node's partition."""
+    u, v = _gather(pieces)
+    nodes = lsh.sorted_unique(u)
+    root = nodes.copy()
+    leaf = v < u  # a star's leaf has one neighbour, its centre
+    root[np.searchsorted(nodes, u[leaf])] = v[leaf]
+    return _split({"i": nodes, "root": root}, partition_of(starts, parts, nodes), parts)
+
+
+def _priority(keep: str, score_column: str | None, starts, parts, read, r, k, *handles) -> tuple[Records, ...]:
+    """Each node's keep priority (lower survives; ties: the first row), at its partition, sent
+    to its component's: ``first`` 0, ``longest`` minus its text's length, ``score`` minus its score."""
+    rec = _concat(handles[k:]) or {"i": np.zeros(0, np.int64), "root": np.zeros(0, np.int64)}
+    priority = np.zeros(len(rec["i"]))
+    if keep == "longest":
+        priority = -_signature_rows(starts, parts, r, handles[:k], rec["i"], which=2).astype(np.float64)
+    elif keep == "score":
+        block = np.searchsorted(starts, rec["i"], side="right") - 1
+        for b in np.unique(block):
+            mask = block == b
+            scores = read(int(b)).column(score_column).to_numpy(zero_copy_only=False).astype(np.float64)
+            priority[mask] = -np.nan_to_num(scores[rec["i"][mask] - starts[b]], nan=-np.inf)
+    rec["priority"] = priority
+    return _split(rec, graph.route(rec["root"], parts), parts)
+
+
+def _winners(starts: np.ndarray, parts: int, *pieces) -> tuple[Records, ...]:
+    """Per component, the node of lowest (priority, row); every other node is removed for it:
+    (i, j = its survivor), sent to the survivor's partition."""
+    rec = _concat(pieces)
+    if not rec or not len(rec["i"]):
+        return _split({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)}, np.zeros(0, np.int64), parts)
+    order = np.lexsort((rec["i"], rec["priority"], rec["root"]))
+    root, node = rec["root"][order], rec["i"][order]
+    first = np.concatenate(([True], root[1:] != root[:-1]))
+    winner = node[first][np.cumsum(first) - 1]
+    gone = node != winner
+    out = {"i": node[gone], "j": winner[gone]}
+    return _split(out, partition_of(starts, parts, out["j"]), parts)
