@@ -6,7 +6,10 @@ the same run both ways.
 
 Other flags: ``--block-rows N`` (rows a streamed step reads at a time; default the store's
 10,000), ``--max-files N`` (the corpus from N of this machine's files: smoke runs, figures not
-comparable), ``--memory-limit-mb`` (a run whose process tree passes it is killed and reported).
+comparable), ``--memory-limit-mb`` (a run whose process tree passes it is killed and reported),
+``--driver-pairs N`` (the Ray run's ``executor.driver_pairs``: 0 has minhash_dedup verify and
+cluster its candidate pairs in Ray tasks, not the driver; the local run always clusters in
+its driver, so ``same_kept_ids`` then compares the two paths).
 
 Corpus: ``dedup_corpus.py``'s generator (real text from this machine's files, seeded injected
 near-duplicates), cached in ``~/.cache/curate-bench/`` (or ``$CURATE_BENCH_CACHE``), read by
@@ -102,13 +105,14 @@ def _first_rows(path: Path, n: int, out: Path) -> Path:
     return out
 
 
-def child(store: str, executor: str, workers: int, block_rows: int | None) -> None:
+def child(store: str, executor: str, workers: int, block_rows: int | None, driver_pairs: int | None = None) -> None:
     """One measured run, in this process (started by ``measure``)."""
     from curate import Pipeline, Store
     from curate.executors import ExecutorConfig
     from curate.stages import ExactDedup, HeuristicFilter, MinhashDedup
 
     config = ExecutorConfig(type=executor, **({"block_rows": block_rows} if block_rows else {}),
+                            driver_pairs=driver_pairs if executor == "ray" else None,
                             ray={"num_cpus": workers} if executor == "ray" else {})
     stages = [ExactDedup(), MinhashDedup(), HeuristicFilter()]
     docs = Store(store).resolve("corpus").num_rows
@@ -124,9 +128,11 @@ def child(store: str, executor: str, workers: int, block_rows: int | None) -> No
     }))
 
 
-def measure(store: Path, executor: str, workers: int, block_rows: int | None, memory_limit_mb: float) -> dict:
+def measure(store: Path, executor: str, workers: int, block_rows: int | None, memory_limit_mb: float,
+            driver_pairs: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--only", executor, "--store", str(store), "--workers", str(workers)]
     cmd += ["--block-rows", str(block_rows)] if block_rows else []
+    cmd += ["--driver-pairs", str(driver_pairs)] if driver_pairs is not None else []
     result, mem = measured(cmd, memory_limit_mb)
     if "error" in result:
         return {"executor": executor, **result}
@@ -146,11 +152,13 @@ def main() -> None:
     p.add_argument("--mix", choices=["same", "own"], default="same",
                    help="same: each smaller corpus is the first rows of the largest one; own: built for its size")
     p.add_argument("--memory-limit-mb", type=float, default=None)
+    p.add_argument("--driver-pairs", type=int, default=None,
+                   help="the Ray run's executor.driver_pairs (0: minhash_dedup clusters in Ray tasks); local runs cluster in the driver")
     p.add_argument("--only", help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.only:
-        child(args.store, args.only, args.workers, args.block_rows)
+        child(args.store, args.only, args.workers, args.block_rows, args.driver_pairs)
         return
 
     import psutil
@@ -166,7 +174,7 @@ def main() -> None:
         store = prepare(spec, n if same else None)
         for executor in executors:
             log(f"running {executor} on {n:,} documents")
-            r = measure(store, executor, args.workers, args.block_rows, limit)
+            r = measure(store, executor, args.workers, args.block_rows, limit, args.driver_pairs)
             r["size"] = n
             runs.append(r)
             if "error" in r:
@@ -196,6 +204,7 @@ def main() -> None:
         "time_exponent": exponent,
         "workers": args.workers,
         "mix": args.mix,
+        "ray_driver_pairs": args.driver_pairs,
         "errors": [f"{r['size']} {r['executor']}: {r['error']}" for r in runs if "error" in r] or None,
         "runs": [{k: v for k, v in r.items() if k != "kept_ids_sha256"} for r in runs],
     }
