@@ -200,7 +200,8 @@ def main() -> None:
         "local_peak_rss_mb": local.get("peak_rss_mb"),
         "ray_peak_rss_mb": ray.get("peak_rss_mb"),
         "same_kept_ids": all(same) if "ray" in executors and "local" in executors else None,
-        "same_fingerprint": all(at(n, "local").get("fingerprint") == at(n, "ray").get("fingerprint") for n in sizes),
+        "same_fingerprint": all(at(n, "local").get("fingerprint") == at(n, "ray").get("fingerprint") for n in sizes)
+        if "ray" in executors and "local" in executors else None,
         "time_exponent": exponent,
         "workers": args.workers,
         "mix": args.mix,

@@ -39,6 +39,7 @@ CONFIGS: dict[str, dict] = {
     "exact_dedup": {"field": "answer"},
     "heuristic_filter": {},
     "ifd_score": {"model": "lm", "max_ifd": 1.0},
+    "language_id": {"threshold": 0.9},
     "llm2llm": {"model": "lm", "student": "lm", "rounds": 1, "student_train": {"max_steps": 1}, "max_calls": 4,
                 "student_max_tokens": 12, **GEN},
     "minhash_dedup": {"threshold": 0.5},

@@ -314,7 +314,7 @@ def test_the_decision_does_not_depend_on_the_plans_blocks_or_partitions(corpus):
 
 
 @pytest.mark.parametrize("keep", ["first", "longest", "score"])
-@pytest.mark.parametrize("verify", ["exact", "signature"])
+@pytest.mark.parametrize("verify", ["exact", "signature", "none"])
 def test_clustering_by_the_plans_tasks_decides_as_the_driver_does(corpus, keep, verify):
     """Above ``driver_pairs`` candidate pairs, verification and clustering run as the plan's
     shuffles (minhash_cluster: signature joins, true Jaccard where the rows' texts are,

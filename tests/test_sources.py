@@ -683,6 +683,30 @@ def test_a_file_source_is_written_block_by_block_with_the_rows_and_rejects_of_on
     assert version.manifest["columns"]["tag"] == "int64"
 
 
+def test_a_save_to_disk_folder_is_written_block_by_block_as_one_read_gives_it(tmp_path, hf_cache):
+    """hf_disk streams too: its memory-mapped Arrow files are read in batches and every
+    ``block_rows`` normalised rows (or rejects: an empty response) go to the sink."""
+    import datasets
+
+    from curate import Pipeline, Store
+    from curate.executors import ExecutorConfig
+
+    rows = [{**GOOD[k % 3], "uid": f"u{k}", "final": str(GOOD[k % 3]["final"]), "tag": k} for k in range(47)]
+    rows[5] = {**rows[5], "solution": ""}  # rejected: empty text
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    source = HfDiskSource(path=str(tmp_path / "saved"), fields=MAPPING, keep_fields=["tag"])
+    assert source.streams
+    whole = source.read()
+    assert len(whole.rejected) == 1 and len(whole.kept) == 46
+    blocks = []
+    rest = source.read(sink=blocks.append, block_rows=10)
+    assert [len(b.kept) + len(b.rejected) for b in blocks] == [10, 10, 10, 10] and len(rest.kept) == 7
+    version = Pipeline([], source, name="saved").run(Store(tmp_path / "s"), executor=ExecutorConfig(block_rows=10)).final
+    assert len(version.manifest["shards"]) == 5
+    assert version.table().to_pylist() == whole.kept.to_pylist()
+    assert version.rejected().drop_columns(["stage"]).to_pylist() == whole.rejected.to_pylist()
+
+
 def test_a_keep_field_promoted_between_blocks_loses_nothing(tmp_path):
     """ints in the first block, floats and wider structs later: the version holds the values
     of a one-table read (promoted), nothing truncated or dropped."""

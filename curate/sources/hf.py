@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 from ..errors import CurateError, SourceError
 from ..stage import StageContext
+from ..store import BLOCK_ROWS
 from .base import Source, SourceOutput, suggest
 from .files import FileSource
 from .formats import BATCH_ROWS, FORMATS, Format
@@ -128,7 +129,13 @@ class HfDiskSource(Source):
             files = list(folder.rglob("*"))
         return [(str(f.relative_to(folder)), f) for f in sorted(f for f in files if f.is_file())]
 
-    def read(self, ctx: StageContext | None = None) -> SourceOutput:
+    streams = True
+
+    def read(self, ctx: StageContext | None = None, sink: Callable[[SourceOutput], None] | None = None,
+             block_rows: int = BLOCK_ROWS) -> SourceOutput:
+        """The normalised rows and rejects; with ``sink``, handed to it ``block_rows`` at a time
+        as they are read (the folder's Arrow files are memory-mapped and read in batches: memory
+        holds a block, not the dataset), and the return value is the rest."""
         ctx = ctx or StageContext()
         folder = self._check_or_raise()
         datasets = _datasets()
@@ -136,7 +143,7 @@ class HfDiskSource(Source):
             ds = datasets.load_from_disk(str(folder / self.config.split if self.config.split else folder))
         except Exception as e:  # datasets raises many types here; all mean "cannot read it"
             raise SourceError(f"cannot read {shown(folder)} with datasets.load_from_disk: {e}") from None
-        norm = Normaliser(self.config, ctx.reporter)
+        norm = Normaliser(self.config, ctx.reporter, sink, block_rows)
         name = self._name(folder)
         _read_dataset(ds, shown(folder), name, self.config.label or folder.name, norm, ctx, f"read {name}")
         return norm.output()

@@ -10,6 +10,7 @@ from .decontaminate import Decontaminate
 from .dedup import ExactDedup
 from .difficulty import Difficulty
 from .heuristics import HeuristicFilter
+from .language import LanguageId
 from .llm2llm import LLM2LLM
 from .minhash import MinhashDedup
 from .mix import Mix
@@ -21,8 +22,8 @@ from .verify import Verify
 
 REGISTRY: dict[str, type[Stage]] = {
     cls.name: cls
-    for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, LLM2LLM, MinhashDedup, Mix,
-                PerplexityFilter, Rectify, RejectionSample, SelectTarget, SemanticDedup, Verify)
+    for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, LanguageId, LLM2LLM, MinhashDedup,
+                Mix, PerplexityFilter, Rectify, RejectionSample, SelectTarget, SemanticDedup, Verify)
 }
 
 # Stage names an earlier release used -> what replaced them (recipes get "renamed to ...").
@@ -33,6 +34,6 @@ RENAMED: dict[str, str] = {
 }
 
 __all__ = [
-    "REGISTRY", "RENAMED", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "LLM2LLM",
+    "REGISTRY", "RENAMED", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "LanguageId", "LLM2LLM",
     "MinhashDedup", "Mix", "PerplexityFilter", "Rectify", "RejectionSample", "SelectTarget", "SemanticDedup", "Verify",
 ]

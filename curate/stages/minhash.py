@@ -393,7 +393,8 @@ def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, se
        unchecked, and pairs more than 5 sigma above it are accepted unchecked (either way
        the estimate is wrong with probability < 1e-6; sigma = sqrt(t(1-t)/num_perm));
     2. the rest are checked in order of decreasing estimate, in doubling chunks, skipping pairs whose
-       rows are already connected by accepted pairs (checking them cannot change a cluster);
+       rows are already connected by accepted pairs (``lsh.accept_in_order``: checking them
+       cannot change a cluster);
     3. shingle sets are built once, by ``sets_of(rows)`` (ascending row indices -> their
        sets, in order), for the rows of those pairs."""
     if c.verify == "none" or len(pairs) == 0:
@@ -401,23 +402,12 @@ def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, se
     est = lsh.estimated_jaccard(sig, pairs)
     if c.verify == "signature":
         return pairs[est >= c.threshold]
-    sigma = (c.threshold * (1 - c.threshold) / c.num_perm) ** 0.5
-    sure = est >= c.threshold + 5 * sigma
-    unsure = ~sure & (est >= c.threshold - 5 * sigma)
-    accepted = [pairs[sure]]
-    pairs = pairs[unsure][np.argsort(-est[unsure], kind="stable")]
+    sure, unsure = lsh.sure_and_doubtful(est, c.threshold, c.num_perm)
+    pairs_sure, pairs = pairs[sure], pairs[unsure][np.argsort(-est[unsure], kind="stable")]
     rows = lsh.sorted_unique(pairs.ravel())
     sets = dict(zip(rows.tolist(), sets_of(rows))) if len(rows) else {}
-    n_nodes = sig.shape[0]
-    labels = lsh.components(n_nodes, accepted[0])
-    start, size = 0, VERIFY_CHUNK
-    while start < len(pairs):  # chunks double: the first ones connect most clusters
-        chunk = pairs[start : start + size]
-        chunk = chunk[labels[chunk[:, 0]] != labels[chunk[:, 1]]]
-        accepted.append(chunk[lsh.exact_jaccard(sets, chunk) >= c.threshold])
-        labels = lsh.components(n_nodes, np.concatenate(accepted))
-        start, size = start + size, size * 2
-    return np.concatenate(accepted)
+    return lsh.accept_in_order(pairs, sig.shape[0], pairs_sure,
+                               lambda chunk: lsh.exact_jaccard(sets, chunk) >= c.threshold, VERIFY_CHUNK)
 
 
 VERIFY_CHUNK = 5_000

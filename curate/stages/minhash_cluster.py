@@ -57,9 +57,8 @@ def cluster(plan: Plan, rows: Rows, field: str, c, signatures: list, keys: list[
         """For each partition, the pieces every task sent it (output ``first + r``)."""
         return [tuple(t[first + r] for t in tasks) for r in range(parts)]
 
-    with_i = step(partial(_with_signature, n, "i", "j"), keys, parts, "signatures of candidate pairs")
-    sigma = (c.threshold * (1 - c.threshold) / c.num_perm) ** 0.5
-    classify = partial(_classify, c.verify, c.threshold, sigma, c.normalizer(), c.ngram, c.unit, field)
+    with_i = step(partial(_first_signatures, n), keys, parts, "signatures of candidate pairs")
+    classify = partial(_classify, c.verify, c.threshold, c.num_perm, c.normalizer(), c.ngram, c.unit, field)
     classified = step(classify, routed(with_i), 2 * parts, "estimates", text_columns(field))
     checked = step(partial(_check, c.threshold, c.normalizer(), c.ngram, c.unit, field), routed(classified, parts),
                    parts, "true Jaccard of doubtful pairs", text_columns(field))
@@ -78,7 +77,7 @@ def cluster(plan: Plan, rows: Rows, field: str, c, signatures: list, keys: list[
         raise StageError(f"{label}: keep=score, but there is no column '{c.score_column}'")
     ranked = step(partial(_priority, c.keep, c.score_column), routed(roots), parts, "keep priorities", columns)
     winners = plan.submit(partial(_winners, starts, parts), routed(ranked), parts, description=f"{label}: survivors")
-    with_j = step(partial(_with_signature, None, "j", "i"), routed(winners), parts, "signatures of survivors")
+    with_j = step(_survivor_signatures, routed(winners), parts, "signatures of survivors")
     removed = plan.fetch([t[0] for t in step(_estimate, routed(with_j), 1, "estimates with survivors")])
     kept_of = np.arange(n, dtype=np.int64)
     jac = np.ones(n, dtype=np.float32)
@@ -121,61 +120,140 @@ def _signature_rows(starts: np.ndarray, parts: int, r: int, infos: tuple, rows: 
     return out
 
 
-def _with_signature(total: int | None, side: str, to: str, starts, parts, r, k, *handles) -> tuple[Records, ...]:
-    """Records (or, with ``total``, pair keys) at ``side``'s partition take ``side``'s signature
-    and go to the partition of row ``to``."""
-    infos, pieces = handles[:k], handles[k:]
-    if total is not None:
-        keys = np.concatenate([np.zeros(0, np.int64), *pieces])
-        rec = {"i": keys // total, "j": keys % total}
+def _pairs_with(rec: Records, side: str, where: np.ndarray, parts: int, payload) -> tuple[Records, ...]:
+    """Pair records split by ``where``, each piece carrying ``payload(rows)`` (signatures, or
+    packed shingle sets) once per distinct row of ``side`` in it, and each pair's index into
+    them (``inv``): a row in many pairs is sent once, not once a pair."""
+    rows, inv_all = np.unique(rec[side], return_inverse=True)
+    data = payload(rows)
+    out = []
+    for p in range(parts):
+        mask = where == p
+        used, inv = np.unique(inv_all[mask], return_inverse=True)
+        piece = {k: v[mask] for k, v in rec.items()}
+        piece.update(rows=rows[used], inv=inv.astype(np.int64), **_take_payload(data, used))
+        out.append(piece)
+    return tuple(out)
+
+
+def _take_payload(data: dict, used: np.ndarray) -> dict:
+    if "sig" in data:
+        return {"sig": data["sig"][used]}
+    sets = _unpack(data["values"], data["bounds"])
+    values, bounds = _pack([sets[u] for u in used.tolist()])
+    return {"values": values, "bounds": bounds}
+
+
+def _merge(pieces: tuple) -> Records:
+    """One partition's pair records from the pieces sent to it: pairs and extra columns
+    concatenated, payloads too, each pair's ``inv`` shifted to its payload's place."""
+    pieces = [p for p in pieces if len(p["i"]) or len(p.get("sure_i", ()))]
+    if not pieces:
+        return {}
+    out: Records = {}
+    pair_keys = [k for k in pieces[0] if k not in ("rows", "inv", "sig", "values", "bounds")]
+    for key in pair_keys:
+        out[key] = np.concatenate([p[key] for p in pieces])
+    shift = np.cumsum([0] + [len(p["rows"]) for p in pieces[:-1]])
+    out["inv"] = np.concatenate([p["inv"] + s for p, s in zip(pieces, shift)])
+    out["rows"] = np.concatenate([p["rows"] for p in pieces])
+    if "sig" in pieces[0]:
+        out["sig"] = np.concatenate([p["sig"] for p in pieces])
     else:
-        rec = _concat(pieces) or {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)}
-    rec[f"sig_{side}"] = _signature_rows(starts, parts, r, infos, rec[side])
-    return _split(rec, partition_of(starts, parts, rec[to]), parts)
+        out["values"], out["bounds"] = _pack([s for p in pieces for s in _unpack(p["values"], p["bounds"])])
+    return out
+
+
+def _first_signatures(total: int, starts, parts, r, k, *handles) -> tuple[Records, ...]:
+    """Candidate pair keys at i's partition: the pairs, with i's signature, to j's partition."""
+    infos = handles[:k]
+    keys = np.concatenate([np.zeros(0, np.int64), *handles[k:]])
+    rec = {"i": keys // total, "j": keys % total}
+    return _pairs_with(rec, "i", partition_of(starts, parts, rec["j"]), parts,
+                       lambda rows: {"sig": _signature_rows(starts, parts, r, infos, rows)})
+
+
+def _survivor_signatures(starts, parts, r, k, *handles) -> tuple[Records, ...]:
+    """(removed row i, survivor j) at j's partition: with j's signature, to i's partition."""
+    infos = handles[:k]
+    rec = _concat(handles[k:]) or {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)}
+    return _pairs_with(rec, "j", partition_of(starts, parts, rec["i"]), parts,
+                       lambda rows: {"sig": _signature_rows(starts, parts, r, infos, rows)})
+
+
+def _estimates(rec: Records, infos: tuple, starts, parts, r, side: str, chunk: int = 1 << 15) -> np.ndarray:
+    """Each pair's signature estimate: the sent signature (``rec["sig"][rec["inv"]]``) against
+    ``side``'s, looked up here, a chunk of pairs at a time."""
+    est = np.empty(len(rec["i"]), np.float32)
+    for s in range(0, len(est), chunk):
+        mine = _signature_rows(starts, parts, r, infos, rec[side][s : s + chunk])
+        est[s : s + chunk] = (rec["sig"][rec["inv"][s : s + chunk]] == mine).mean(axis=1)
+    return est
 
 
 def _estimate(starts, parts, r, k, *handles) -> tuple[Records]:
     """(removed row i, survivor j, their estimated Jaccard), at i's partition."""
-    rec = _concat(handles[k:])
+    rec = _merge(handles[k:])
     if not rec:
         return ({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "jac": np.zeros(0, np.float32)},)
-    sig_i = _signature_rows(starts, parts, r, handles[:k], rec["i"])
-    jac = (sig_i == rec["sig_j"]).mean(axis=1).astype(np.float32)
-    return ({"i": rec["i"], "j": rec["j"], "jac": jac},)
+    return ({"i": rec["i"], "j": rec["j"], "jac": _estimates(rec, handles[:k], starts, parts, r, "i")},)
 
 
-def _classify(verify, threshold, sigma, normalize, ngram, unit, field, starts, parts, read, r, k, *handles) -> tuple:
-    """At j's partition: the pairs' estimates; accepted edges (split by node mod P), and the
-    doubtful pairs with j's shingle set (split by i's partition)."""
-    rec = _concat(handles[k:])
-    empty = {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)}
+def _classify(verify, threshold, num_perm, normalize, ngram, unit, field, starts, parts, read, r, k, *handles) -> tuple:
+    """At j's partition: the pairs' estimates; accepted edges (split by node mod P), and to
+    i's partition the doubtful pairs (with their estimates and j's shingle set, j's text read
+    here) and the sure pairs (so the check there can skip what they already connect)."""
+    rec = _merge(handles[k:])
+    none = np.zeros(0, np.int64)
     if not rec:
-        return (*_edges(empty["i"], empty["j"], parts), *_split(_with_sets(empty, []), np.zeros(0, np.int64), parts))
-    sig_j = _signature_rows(starts, parts, r, handles[:k], rec["j"])
-    est = (rec["sig_i"] == sig_j).mean(axis=1).astype(np.float32)
-    if verify == "none":
-        sure, unsure = np.ones(len(est), bool), np.zeros(len(est), bool)
-    elif verify == "signature":
-        sure, unsure = est >= threshold, np.zeros(len(est), bool)
+        rec = {"i": none, "j": none}
+        est = np.zeros(0, np.float32)
     else:
-        sure = est >= threshold + 5 * sigma
-        unsure = ~sure & (est >= threshold - 5 * sigma)
-    doubtful = {"i": rec["i"][unsure], "j": rec["j"][unsure]}
-    sets = _sets_of(starts, read, doubtful["j"], normalize, ngram, unit, field)
-    return (*_edges(rec["i"][sure], rec["j"][sure], parts),
-            *_split_sets(_with_sets(doubtful, sets), partition_of(starts, parts, doubtful["i"]), parts))
+        est = _estimates(rec, handles[:k], starts, parts, r, "j")
+    if verify == "none":
+        sure, doubtful = np.ones(len(est), bool), np.zeros(len(est), bool)
+    elif verify == "signature":
+        sure, doubtful = est >= threshold, np.zeros(len(est), bool)
+    else:
+        sure, doubtful = lsh.sure_and_doubtful(est, threshold, num_perm)
+    i, j = rec["i"], rec["j"]
+    to_check = {"i": i[doubtful], "j": j[doubtful], "est": est[doubtful]}
+    where = partition_of(starts, parts, to_check["i"])
+    pieces = _pairs_with(to_check, "j", where, parts,
+                         lambda rows: dict(zip(("values", "bounds"), _pack(_sets_of(starts, read, rows, normalize, ngram,
+                                                                                     unit, field)))))
+    sure_where = partition_of(starts, parts, i[sure])
+    for p, piece in enumerate(pieces):
+        piece["sure_i"], piece["sure_j"] = i[sure][sure_where == p], j[sure][sure_where == p]
+    return (*_edges(i[sure], j[sure], parts), *pieces)
 
 
 def _check(threshold, normalize, ngram, unit, field, starts, parts, read, r, k, *handles) -> tuple:
-    """At i's partition: the doubtful pairs' true Jaccard from i's set, read here, and j's, sent."""
-    pieces = [p for p in handles[k:] if len(p["i"])]
-    i = np.concatenate([np.zeros(0, np.int64), *(p["i"] for p in pieces)])
-    j = np.concatenate([np.zeros(0, np.int64), *(p["j"] for p in pieces)])
-    sets = {int(row): s for p in pieces for row, s in zip(p["j"].tolist(), _unpack(p["values"], p["bounds"]))}
-    sets.update(zip(i.tolist(), _sets_of(starts, read, i, normalize, ngram, unit, field)))
-    pairs = np.stack([i, j], axis=1)
-    ok = lsh.exact_jaccard(sets, pairs) >= threshold if len(pairs) else np.zeros(0, bool)
-    return _edges(i[ok], j[ok], parts)
+    """At i's partition: the doubtful pairs in order of decreasing estimate, skipping those the
+    sure pairs and the pairs accepted before them already connect (``lsh.accept_in_order``),
+    each checked by true Jaccard: j's set as sent, i's built here (only for pairs checked)."""
+    rec = _merge(handles[k:])
+    if not rec or not len(rec["i"]):
+        return _edges(np.zeros(0, np.int64), np.zeros(0, np.int64), parts)
+    order = np.argsort(-rec["est"], kind="stable")
+    nodes = lsh.sorted_unique(np.concatenate([rec["i"], rec["j"], rec["sure_i"], rec["sure_j"]]))
+    pairs = np.stack([np.searchsorted(nodes, rec["i"][order]), np.searchsorted(nodes, rec["j"][order]), order], axis=1)
+    sure = np.stack([np.searchsorted(nodes, rec["sure_i"]), np.searchsorted(nodes, rec["sure_j"]),
+                     np.full(len(rec["sure_i"]), -1)], axis=1)
+    sets_j = _unpack(rec["values"], rec["bounds"])
+    built: dict[int, np.ndarray] = {}
+
+    def check(chunk: np.ndarray) -> np.ndarray:
+        idx = chunk[:, 2]
+        rows_i = rec["i"][idx]
+        new = lsh.sorted_unique(rows_i[[int(x) not in built for x in rows_i.tolist()]])
+        built.update(zip(new.tolist(), _sets_of(starts, read, new, normalize, ngram, unit, field)))
+        sets = {**built, **{int(j): sets_j[v] for j, v in zip(rec["j"][idx].tolist(), rec["inv"][idx].tolist())}}
+        return lsh.exact_jaccard(sets, np.stack([rows_i, rec["j"][idx]], axis=1)) >= threshold
+
+    accepted = lsh.accept_in_order(pairs, len(nodes), sure, check)
+    doubtful = accepted[accepted[:, 2] >= 0, 2]
+    return _edges(rec["i"][doubtful], rec["j"][doubtful], parts)
 
 
 def _sets_of(starts, read, idx: np.ndarray, normalize, ngram, unit, field) -> list[np.ndarray]:
@@ -189,20 +267,6 @@ def _sets_of(starts, read, idx: np.ndarray, normalize, ngram, unit, field) -> li
         for w, s in zip(where.tolist(), lsh.shingle_sets([normalize(t) for t in chosen], ngram, unit)):
             out[w] = s
     return out
-
-
-def _with_sets(rec: Records, sets: list[np.ndarray]) -> Records:
-    values, bounds = _pack(sets)
-    return {**rec, "values": values, "bounds": bounds}
-
-
-def _split_sets(rec: Records, where: np.ndarray, parts: int) -> tuple[Records, ...]:
-    sets = _unpack(rec["values"], rec["bounds"])
-    out = []
-    for p in range(parts):
-        mine = np.flatnonzero(where == p)
-        out.append(_with_sets({"i": rec["i"][mine], "j": rec["j"][mine]}, [sets[m] for m in mine]))
-    return tuple(out)
 
 
 def _pack(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
