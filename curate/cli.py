@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -189,7 +190,7 @@ def stages(name: Annotated[Optional[str], typer.Argument(help="A stage name to d
     if name is None:
         t = Table("stage", "version", "what it does")
         for n, cls in sorted(REGISTRY.items()):
-            t.add_row(n, cls.version, _first_line(sys.modules[cls.__module__].__doc__))
+            t.add_row(n, cls.version, escape(_first_line(sys.modules[cls.__module__].__doc__)))
         out.print(t)
         return
     if name not in REGISTRY:
@@ -198,7 +199,7 @@ def stages(name: Annotated[Optional[str], typer.Argument(help="A stage name to d
         close = difflib.get_close_matches(name, list(REGISTRY), n=1)
         raise UsageError(f"unknown stage {name!r}" + (f"; did you mean '{close[0]}'?" if close else ""))
     cls = REGISTRY[name]
-    out.print(f"[bold]{name}[/bold] (version {cls.version}): {_first_line(sys.modules[cls.__module__].__doc__)}")
+    out.print(f"[bold]{name}[/bold] (version {cls.version}): {escape(_first_line(sys.modules[cls.__module__].__doc__))}")
     _print_config_fields("", cls.Config)
 
 
@@ -220,7 +221,7 @@ def _print_config_fields(title: str, config_cls) -> None:
 
     t = Table("field", "type", "default", "doc", title=title, title_justify="left")
     for f in describe_config(config_cls):
-        t.add_row(f["name"], f["type"], f["default"], f["doc"])
+        t.add_row(*(escape(str(f[k])) for k in ("name", "type", "default", "doc")))  # docs hold [brackets], not markup
     out.print(t)
 
 

@@ -59,6 +59,16 @@ def response_of(messages: list[dict]) -> str:
     return messages[last]["content"] if last < len(messages) else ""
 
 
+def with_response(messages: list[dict], text: str) -> list[dict]:
+    """``messages`` with the last assistant turn's content replaced by ``text``."""
+    last = _last_assistant(messages)
+    if last == len(messages):
+        raise ValueError("no assistant turn to replace")
+    out = [dict(m) for m in messages]
+    out[last]["content"] = text
+    return out
+
+
 def conversation_of(messages: list[dict]) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 

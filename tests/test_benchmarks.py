@@ -136,6 +136,20 @@ def check_scale(figures: dict, folder: Path) -> None:
     assert all(r["processes"] > 2 for r in figures["runs"] if r["executor"] == "ray")  # the cluster's processes counted
 
 
+def smoke_pretrain(folder: Path, request) -> list[str]:
+    return ["--docs", "300", "--per-language", "30", "--workers", "2"]
+
+
+def check_pretrain(figures: dict, folder: Path) -> None:
+    assert figures["docs"] == 300 and figures["languages"] == 21 and figures["labelled_messages"] > 600
+    positive(figures, *(f"{s}_{k}" for s in ("language_id", "line_filter", "pii_redact")
+                        for k in ("docs_per_s", "baseline_docs_per_s", "ratio")), "peak_rss_mb")
+    share(figures, "language_id_accuracy", "language_id_english_precision", "language_id_english_recall")
+    assert figures["language_id_accuracy"] > 0.8  # far above chance (1 in 97), even on 30 messages a language
+    assert set(figures["language_id_per_language"]) == {"en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "sv", "cs",
+                                                         "ja", "zh", "fi", "da", "tr", "uk", "hu", "ro", "ko", "vi"}
+
+
 # Started in this order; lm_scoring last, so that the others run while the session's tiny LM
 # trains (when no earlier test has trained it yet).
 SMOKE = {
@@ -143,6 +157,7 @@ SMOKE = {
     "dedup.py": (smoke_dedup, check_dedup),
     "select_target.py": (smoke_select_target, check_select_target),
     "scale.py": (smoke_scale, check_scale),
+    "pretrain.py": (smoke_pretrain, check_pretrain),
     "lm_scoring.py": (smoke_lm_scoring, check_lm_scoring),
 }
 TIMEOUT_S = 600  # per run, from its start

@@ -356,3 +356,36 @@ def test_longer_ngrams_are_not_counted_once_a_shorter_one_shows_the_rule_cannot_
     assert doc.duplicate_ngram_char_fraction(10, skip_at_most=0.99) is None
     assert set(doc._ngrams) == {2}
     assert doc.duplicate_ngram_char_fraction(10) == 0.0
+
+
+# -- FineWeb's rule set -------------------------------------------------------------------------
+SENTENCES = [s.strip() + "." for s in CLEAN.split(".") if s.strip()]
+
+
+def test_the_fineweb_rule_set_adds_its_four_rules_at_finewebs_values():
+    config = HeuristicFilter(rule_set="fineweb").config
+    assert (config.min_lines_with_terminal_punctuation_fraction, config.max_short_line_fraction,
+            config.max_line_duplicate_char_ratio, config.max_newline_word_ratio) == (0.12, 0.67, 0.01, 0.3)
+    assert config.min_words == 50  # the Gopher rules stay on
+    assert HeuristicFilter(rule_set="fineweb", max_newline_word_ratio=0.5).config.max_newline_word_ratio == 0.5
+    assert HeuristicFilter().config.max_short_line_fraction is None  # gopher: off
+
+
+def test_each_fineweb_rule_rejects_what_it_names():
+    one_paragraph = " ".join(SENTENCES)
+    assert verdict(one_paragraph, rule_set="fineweb") is None
+    assert verdict("\n".join(SENTENCES), rule_set="fineweb") is None  # one sentence a line: 9 lines, 120 words
+    no_punctuation = "\n".join(s.rstrip(".") for s in SENTENCES)
+    assert verdict(no_punctuation, rule_set="fineweb")[0] == "min_lines_with_terminal_punctuation_fraction"
+    menu = one_paragraph + "\n" + "\n".join(["Home.", "News.", "Contact us.", "About.", "Shop."] * 1)
+    reason, detail = verdict(menu, rule_set="fineweb")
+    assert reason == "max_short_line_fraction" and detail == "short line fraction 0.8333 >= 0.67"
+    repeated = "\n".join(SENTENCES + SENTENCES[:1])  # one line of 9 repeated: ~8% of the characters
+    no_ngrams = {"max_top_ngram_char_fraction": None, "max_duplicate_ngram_char_fraction": None}  # a repeat repeats its n-grams
+    reason, detail = verdict(repeated, rule_set="fineweb", **no_ngrams)
+    assert reason == "max_line_duplicate_char_ratio" and ">= 0.01" in detail
+    assert verdict(repeated, rule_set="gopher", **no_ngrams) is None  # Gopher's line rules allow one repeat in ten
+    words = one_paragraph.split()
+    listing = "\n".join(" ".join(words[k : k + 3]) + "." for k in range(0, len(words), 3))  # 3 words a line
+    reason, _ = verdict(listing, rule_set="fineweb", max_short_line_fraction=None)
+    assert reason == "max_newline_word_ratio"

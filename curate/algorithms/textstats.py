@@ -139,6 +139,30 @@ class Document:
         lines = self.lines
         return sum(1 for s in lines if s.endswith(TERMINAL_PUNCTUATION)) / len(lines) if lines else None
 
+    def short_line_fraction(self, chars: int = 30) -> float | None:
+        """Fraction of lines of at most ``chars`` characters (FineWeb: 30)."""
+        lines = self.lines
+        return sum(1 for s in lines if len(s) <= chars) / len(lines) if lines else None
+
+    def line_duplicate_char_ratio(self) -> float | None:
+        """FineWeb's: characters of lines equal to an earlier line, over all the text's
+        characters but newlines (Gopher's duplicate_line_char_fraction counts over lines)."""
+        chars = len(self.text) - self.text.count("\n")
+        if not chars:
+            return None
+        seen: set[str] = set()
+        repeated = 0
+        for line in self.lines:
+            if line in seen:
+                repeated += len(line)
+            else:
+                seen.add(line)
+        return repeated / chars
+
+    def newline_word_ratio(self) -> float | None:
+        """Newlines per word (FineWeb's list ratio)."""
+        return self.text.count("\n") / len(self.words) if self.words else None
+
     @property
     def _line_stats(self) -> tuple[float | None, float | None]:
         if self._line_dups is None:

@@ -11,10 +11,12 @@ from .dedup import ExactDedup
 from .difficulty import Difficulty
 from .heuristics import HeuristicFilter
 from .language import LanguageId
+from .lines import LineFilter
 from .llm2llm import LLM2LLM
 from .minhash import MinhashDedup
 from .mix import Mix
 from .perplexity import IfdScore, PerplexityFilter
+from .pii import PiiRedact
 from .rectify import Rectify
 from .select import SelectTarget
 from .semantic import SemanticDedup
@@ -22,8 +24,8 @@ from .verify import Verify
 
 REGISTRY: dict[str, type[Stage]] = {
     cls.name: cls
-    for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, LanguageId, LLM2LLM, MinhashDedup,
-                Mix, PerplexityFilter, Rectify, RejectionSample, SelectTarget, SemanticDedup, Verify)
+    for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, LanguageId, LineFilter, LLM2LLM,
+                MinhashDedup, Mix, PerplexityFilter, PiiRedact, Rectify, RejectionSample, SelectTarget, SemanticDedup, Verify)
 }
 
 # Stage names an earlier release used -> what replaced them (recipes get "renamed to ...").
@@ -34,6 +36,6 @@ RENAMED: dict[str, str] = {
 }
 
 __all__ = [
-    "REGISTRY", "RENAMED", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "LanguageId", "LLM2LLM",
-    "MinhashDedup", "Mix", "PerplexityFilter", "Rectify", "RejectionSample", "SelectTarget", "SemanticDedup", "Verify",
+    "REGISTRY", "RENAMED", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "LanguageId", "LineFilter", "LLM2LLM",
+    "MinhashDedup", "Mix", "PerplexityFilter", "PiiRedact", "Rectify", "RejectionSample", "SelectTarget", "SemanticDedup", "Verify",
 ]

@@ -28,7 +28,18 @@ max_duplicate_paragraph_fraction                 0.30                      Gophe
 max_duplicate_paragraph_char_fraction            0.20                      Gopher
 max_top_ngram_char_fraction    n = 2, 3, 4       0.20, 0.18, 0.16          Gopher
 max_duplicate_ngram_char_fraction  n = 5..10     0.15, 0.14, ..., 0.10     Gopher
+max_short_line_fraction  (lines <= 30 chars)     off (fineweb: 0.67)       FineWeb
+max_line_duplicate_char_ratio                    off (fineweb: 0.01)       FineWeb
+max_newline_word_ratio                           off (fineweb: 0.3)        FineWeb
 ==============================================  ========================  =======
+
+``rule_set: fineweb`` is FineWeb's document filtering (Penedo et al. 2024, "The FineWeb
+Datasets", section 3; datatrove's ``FineWebQualityFilter``): the Gopher rules above plus
+lines ending in punctuation (``min_lines_with_terminal_punctuation_fraction`` 0.12; FineWeb
+rejects at <= 0.12, here below it), short lines, characters in repeated lines (over all the
+text's characters, newlines not counted: far stricter than Gopher's 0.2 over lines) and
+newlines per word; a value given explicitly wins. FineWeb's C4 step, which edits lines, is
+``line_filter`` (with ``require_terminal_punctuation: false``, as FineWeb runs it).
 
 Definitions (one tokenisation, shared by every rule):
 
@@ -60,16 +71,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..algorithms.textstats import Document
 from ..records import default_text_field, texts
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split
 
 
+FINEWEB = {"min_lines_with_terminal_punctuation_fraction": 0.12, "max_short_line_fraction": 0.67,
+           "max_line_duplicate_char_ratio": 0.01, "max_newline_word_ratio": 0.3}
+
+
 class HeuristicFilterConfig(StageConfig):
+    rule_set: Literal["gopher", "fineweb"] = "gopher"
+    """gopher: the rules' own defaults; fineweb: FineWeb's document rules on top (values given explicitly win)."""
     field: str | None = None
     """Text to judge: text, prompt, response, conversation or a string column; None = response (SFT) or text."""
     min_chars: int | None = None
@@ -114,12 +132,27 @@ class HeuristicFilterConfig(StageConfig):
         5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10,
     }
     """n -> largest share of characters that repeated word n-grams may cover (Gopher: n = 5..10)."""
+    max_short_line_fraction: float | None = None
+    """Reject texts where at least this fraction of lines is short (<= short_line_chars; FineWeb: 0.67)."""
+    short_line_chars: int = Field(30, ge=1)
+    """A line this long or shorter is short (FineWeb: 30 characters)."""
+    max_line_duplicate_char_ratio: float | None = None
+    """Reject texts where repeated lines hold at least this share of all characters (FineWeb: 0.01)."""
+    max_newline_word_ratio: float | None = None
+    """Reject texts with more newlines per word than this (FineWeb: 0.3)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rule_set(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("rule_set") == "fineweb":
+            data = {**FINEWEB, **data}
+        return data
 
     @field_validator(
         "min_alpha_word_fraction", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio",
         "min_lines_with_terminal_punctuation_fraction", "max_duplicate_line_fraction",
         "max_duplicate_line_char_fraction", "max_duplicate_paragraph_fraction",
-        "max_duplicate_paragraph_char_fraction",
+        "max_duplicate_paragraph_char_fraction", "max_short_line_fraction", "max_line_duplicate_char_ratio",
     )
     @classmethod
     def _is_fraction(cls, value: float | None) -> float | None:
@@ -130,6 +163,7 @@ class HeuristicFilterConfig(StageConfig):
     @field_validator(
         "min_chars", "max_chars", "min_words", "max_words", "min_mean_word_length",
         "max_mean_word_length", "max_symbol_word_ratio", "max_curly_bracket_ratio", "min_stop_words",
+        "max_newline_word_ratio",
     )
     @classmethod
     def _is_not_negative(cls, value: float | None) -> float | None:
@@ -182,6 +216,9 @@ RULES: tuple[tuple[str, str, Callable, str], ...] = (
     ("max_top_ngram_char_fraction", "top {n}-gram char fraction", Document.top_ngram_char_fraction, ">"),
     ("max_duplicate_ngram_char_fraction", "duplicate {n}-gram char fraction",
      Document.duplicate_ngram_char_fraction, ">"),
+    ("max_short_line_fraction", "short line fraction", Document.short_line_fraction, ">="),
+    ("max_line_duplicate_char_ratio", "repeated line char ratio", Document.line_duplicate_char_ratio, ">="),
+    ("max_newline_word_ratio", "newline/word ratio", Document.newline_word_ratio, ">"),
 )
 
 Check = Callable[[Document], "str | None"]
@@ -201,17 +238,19 @@ def compile_rules(config: HeuristicFilterConfig) -> list[tuple[str, Check]]:
         elif op == "is":
             checks.append((name, lambda doc, method=method: 'contains "lorem ipsum"' if method(doc) else None))
         else:
+            if name == "max_short_line_fraction":
+                method = partial(method, chars=config.short_line_chars)
             checks.append((name, _bound(stat, method, op, threshold)))
     return checks
 
 
 def _bound(stat: str, method: Callable, op: str, threshold: float, n: int | None = None) -> Check:
-    below = op == "<"
+    fires = {"<": float.__lt__, ">": float.__gt__, ">=": float.__ge__}[op]
 
     def check(doc: Document) -> str | None:
         # An n-gram statistic may be skipped (None) once it provably cannot exceed the threshold.
         value = method(doc) if n is None else method(doc, n, threshold)
-        if value is None or not (value < threshold if below else value > threshold):
+        if value is None or not fires(float(value), float(threshold)):
             return None
         return f"{stat} {_show(value)} {op} {threshold}"
 

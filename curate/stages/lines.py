@@ -41,7 +41,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from ..errors import StageError
-from ..records import default_text_field
+from ..records import default_text_field, shape_of, texts, with_response
 from ..stage import Stage, StageConfig, StageContext, StageOutput, split, with_columns
 
 CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
@@ -56,7 +56,7 @@ RULES = ("too_long_word", "no_terminal_punctuation", "too_few_words", "too_short
 
 class LineFilterConfig(StageConfig):
     field: str | None = None
-    """The text to clean: text or a string column (a pretraining row's text by default)."""
+    """The text to clean: text, a string column, or response (an SFT row's last assistant turn); None = response (SFT) or text."""
     max_word_length: int | None = Field(1000, ge=1)
     """Remove lines holding a word longer than this (datatrove); null: off."""
     remove_citations: bool = True
@@ -88,15 +88,21 @@ class LineFilter(Stage):
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
         field = self.config.field or default_text_field(table)
-        if field not in table.column_names or not pa.types.is_string(table.schema.field(field).type) \
-                and not pa.types.is_large_string(table.schema.field(field).type):
-            raise StageError(f"line_filter edits a text column; '{field}' is not one (pretraining rows have 'text'; "
-                             f"columns: {', '.join(table.column_names)})")
-        values = [v or "" for v in table.column(field).to_pylist()]
+        sft = field == "response" and shape_of(table) == "sft"
+        if not sft and (field not in table.column_names or not (pa.types.is_string(table.schema.field(field).type)
+                                                              or pa.types.is_large_string(table.schema.field(field).type))):
+            raise StageError(f"line_filter edits a text column or an SFT row's response; '{field}' is neither "
+                             f"(pretraining rows have 'text'; columns: {', '.join(table.column_names)})")
+        values = texts(table, field) if sft else [v or "" for v in table.column(field).to_pylist()]
         results = ctx.map_batches(partial(clean_texts, self.config), values, BATCH_ROWS, self.name)
         keep = [reason is None for _, reason, _, _ in results]
         cleaned = [text for text, _, _, _ in results]
-        out = with_columns(table, {field: pa.array(cleaned, table.schema.field(field).type)})
+        if sft:  # the last assistant turn edited, the rest of each conversation as it was
+            rows = table.column("messages").to_pylist()
+            edited = [with_response(m, t) if t != old else m for m, t, old in zip(rows, cleaned, values)]
+            out = with_columns(table, {"messages": pa.array(edited, table.schema.field("messages").type)})
+        else:
+            out = with_columns(table, {field: pa.array(cleaned, table.schema.field(field).type)})
         stats: Counter = Counter()
         for _, _, _, counts in results:
             stats.update(counts)

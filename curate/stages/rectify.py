@@ -37,7 +37,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from ..algorithms.answers import check_answer
-from ..records import prompt_messages, prompt_of, response_of
+from ..records import prompt_messages, prompt_of, response_of, with_response
 from ..stage import StageContext, StageOutput, split, with_columns
 from .confidence import (
     ConfidenceConfig,
@@ -117,7 +117,7 @@ class Rectify(ConfidenceStage):
         for i, text in replacement.items():
             keep[i] = True
             original[i], rectified[i] = responses[i], True
-            messages[i] = _with_response(rows[i], text)
+            messages[i] = with_response(rows[i], text)
         out = table
         if replacement:
             out = with_columns(out, {"messages": pa.array(messages, table.schema.field("messages").type)})
@@ -201,13 +201,3 @@ def _f(v: float) -> str:
 
 def _column(table: pa.Table, name: str, n: int) -> list:
     return table.column(name).to_pylist() if name in table.column_names else [None] * n
-
-
-def _with_response(messages: list[dict], text: str) -> list[dict]:
-    """``messages`` with the last assistant turn's content replaced by ``text``."""
-    out = [dict(m) for m in messages]
-    for m in reversed(out):
-        if m["role"] == "assistant":
-            m["content"] = text
-            return out
-    raise ValueError("no assistant turn to replace")
