@@ -1,7 +1,7 @@
 """The pretraining stages on real text: language_id's accuracy on real translations, and the
-docs/s of language_id, line_filter and pii_redact against calling the same code in a loop.
+docs/s of extract_text, language_id, line_filter and pii_redact against the same code in a loop.
 
-    python benchmarks/pretrain.py [--docs 20000] [--per-language 400] [--workers 2]
+    python benchmarks/pretrain.py [--docs 20000] [--per-language 400] [--html-pages 200] [--workers 2]
 
 Documents: real text this machine holds -- the long description in the METADATA of every
 installed Python distribution, and the files of /usr/share/doc (READMEs, changelogs,
@@ -19,7 +19,9 @@ threshold 0.65), the share that are English, and the share of English rows kept.
 Speed: each stage through ``Stage.process`` with ``--workers`` processes, against its own
 function called in a loop in one process over the same texts (py3langid's ``classify`` on
 the first ``max_chars`` characters, as the stage reads them; ``line_filter``'s ``clean``;
-``pii.redact``): ``ratio`` = stage docs/s / loop docs/s. ``peak_rss_mb``: this process.
+``pii.redact``; trafilatura's ``extract`` with the stage's settings, over pydoc's HTML page
+of every standard-library module): ``ratio`` = stage docs/s / loop docs/s. ``peak_rss_mb``:
+this process.
 Last line: one JSON object.
 """
 
@@ -43,6 +45,7 @@ LANGUAGES = {"de": "de", "fr": "fr", "es": "es", "it": "it", "pt": "pt", "nl": "
              "hu": "hu", "ro": "ro", "ko": "ko", "vi": "vi"}  # locale folder -> ISO 639-1 code
 
 
+SKIP = {"antigravity", "this", "idlelib", "turtledemo"}  # importing them opens a browser or prints
 MAX_CHARS = 100_000  # a document's first 100,000 characters (a few changelogs run to 12 MB)
 
 
@@ -109,6 +112,29 @@ def labelled(per_language: int) -> tuple[list[str], list[str]]:
     return texts, truth
 
 
+def html_pages(limit: int) -> list[str]:
+    """Real HTML: pydoc's pages of the first ``limit`` standard-library modules (by name) that import here."""
+    import importlib
+    import pkgutil
+    import pydoc
+    import warnings
+
+    pages = []
+    for info in sorted(pkgutil.iter_modules(), key=lambda m: m.name):
+        if len(pages) >= limit:
+            break
+        if info.name not in sys.stdlib_module_names or info.name.startswith("_") or info.name in SKIP:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = importlib.import_module(info.name)
+            pages.append(pydoc.HTMLDoc().page(info.name, pydoc.HTMLDoc().docmodule(module)))
+        except Exception:  # a module that cannot import or render here: not a page
+            continue
+    return pages
+
+
 def timed(fn, *args) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn(*args)
@@ -120,12 +146,15 @@ def main() -> None:
 
     from curate.algorithms import language, pii
     from curate.stage import StageContext
-    from curate.stages import LanguageId, LineFilter, PiiRedact
+    import trafilatura
+
+    from curate.stages import ExtractText, LanguageId, LineFilter, PiiRedact
     from curate.stages.lines import clean
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--docs", type=int, default=20_000)
     p.add_argument("--per-language", type=int, default=400)
+    p.add_argument("--html-pages", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
 
@@ -161,13 +190,19 @@ def main() -> None:
         "pii_redact": (lambda: PiiRedact()(corpus, ctx), lambda: [pii.redact(t, {"email": "<EMAIL>", "ip": "<IP_ADDRESS>",
                                                                                  "phone": "<PHONE_NUMBER>"}) for t in docs]),
     }
+    pages = html_pages(args.html_pages)
+    pages_table = pa.table({"id": [f"h{k}" for k in range(len(pages))], "text": pages})
+    runs["extract_text"] = (lambda: ExtractText()(pages_table, ctx), lambda: [trafilatura.extract(
+        h, favor_precision=True, include_comments=False, deduplicate=True) for h in pages])
+    figures["html_pages"] = len(pages)
     for name, (stage, loop) in runs.items():
         seconds, _ = timed(stage)
         base, _ = timed(loop)
-        figures[f"{name}_docs_per_s"] = len(docs) / seconds
-        figures[f"{name}_baseline_docs_per_s"] = len(docs) / base
+        n = len(pages) if name == "extract_text" else len(docs)
+        figures[f"{name}_docs_per_s"] = n / seconds
+        figures[f"{name}_baseline_docs_per_s"] = n / base
         figures[f"{name}_ratio"] = base / seconds
-        log(f"{name}: {len(docs) / seconds:,.0f} docs/s (a loop in one process: {len(docs) / base:,.0f})")
+        log(f"{name}: {n / seconds:,.0f} docs/s (a loop in one process: {n / base:,.0f})")
     figures["workers"] = args.workers
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(figures))

@@ -137,12 +137,13 @@ def check_scale(figures: dict, folder: Path) -> None:
 
 
 def smoke_pretrain(folder: Path, request) -> list[str]:
-    return ["--docs", "300", "--per-language", "30", "--workers", "2"]
+    return ["--docs", "300", "--per-language", "30", "--html-pages", "10", "--workers", "2"]
 
 
 def check_pretrain(figures: dict, folder: Path) -> None:
     assert figures["docs"] == 300 and figures["languages"] == 21 and figures["labelled_messages"] > 600
-    positive(figures, *(f"{s}_{k}" for s in ("language_id", "line_filter", "pii_redact")
+    assert figures["html_pages"] == 10
+    positive(figures, *(f"{s}_{k}" for s in ("extract_text", "language_id", "line_filter", "pii_redact")
                         for k in ("docs_per_s", "baseline_docs_per_s", "ratio")), "peak_rss_mb")
     share(figures, "language_id_accuracy", "language_id_english_precision", "language_id_english_recall")
     assert figures["language_id_accuracy"] > 0.8  # far above chance (1 in 97), even on 30 messages a language

@@ -37,6 +37,7 @@ CONFIGS: dict[str, dict] = {
     "decontaminate": {"eval_sets": [HELDOUT], "threshold": 0.05, "min_k_model": "lm"},
     "difficulty": {"sampling": {"method": "prop2diff", "k_p": 3}, "group_by": "problem_id"},
     "exact_dedup": {"field": "answer"},
+    "extract_text": {"field": "answer"},  # CHAMP's answers are not HTML: every row a not_html reject
     "heuristic_filter": {},
     "ifd_score": {"model": "lm", "max_ifd": 1.0},
     "language_id": {"threshold": 0.9},

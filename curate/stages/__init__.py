@@ -9,6 +9,7 @@ from .dart import RejectionSample
 from .decontaminate import Decontaminate
 from .dedup import ExactDedup
 from .difficulty import Difficulty
+from .extract import ExtractText
 from .heuristics import HeuristicFilter
 from .language import LanguageId
 from .lines import LineFilter
@@ -24,8 +25,9 @@ from .verify import Verify
 
 REGISTRY: dict[str, type[Stage]] = {
     cls.name: cls
-    for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, HeuristicFilter, IfdScore, LanguageId, LineFilter, LLM2LLM,
-                MinhashDedup, Mix, PerplexityFilter, PiiRedact, Rectify, RejectionSample, SelectTarget, SemanticDedup, Verify)
+    for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, ExtractText, HeuristicFilter, IfdScore, LanguageId,
+                LineFilter, LLM2LLM, MinhashDedup, Mix, PerplexityFilter, PiiRedact, Rectify, RejectionSample, SelectTarget,
+                SemanticDedup, Verify)
 }
 
 # Stage names an earlier release used -> what replaced them (recipes get "renamed to ...").
@@ -36,6 +38,7 @@ RENAMED: dict[str, str] = {
 }
 
 __all__ = [
-    "REGISTRY", "RENAMED", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "HeuristicFilter", "IfdScore", "LanguageId", "LineFilter", "LLM2LLM",
-    "MinhashDedup", "Mix", "PerplexityFilter", "PiiRedact", "Rectify", "RejectionSample", "SelectTarget", "SemanticDedup", "Verify",
+    "REGISTRY", "RENAMED", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "ExtractText", "HeuristicFilter",
+    "IfdScore", "LanguageId", "LineFilter", "LLM2LLM", "MinhashDedup", "Mix", "PerplexityFilter", "PiiRedact", "Rectify",
+    "RejectionSample", "SelectTarget", "SemanticDedup", "Verify",
 ]
