@@ -19,9 +19,10 @@ from .store import Store, Version
 DATA_FILES = {"jsonl": "json", "chat": "json", "parquet": "parquet"}
 
 
-def render_card(store: Store, version: Version, ref: str, fmt: str, data_file: str) -> str:
+def render_card(store: Store, version: Version, ref: str, fmt: str, data_file: str,
+                shards: dict[str, Any] | None = None) -> str:
     """The card's markdown for ``version`` exported as ``fmt`` to ``data_file`` (a path
-    relative to the card)."""
+    relative to the card; a glob for shards, whose ``index`` gives the token counts)."""
     m = version.manifest
     name = m.get("name") or ref
     counts = m["counts"]
@@ -30,6 +31,10 @@ def render_card(store: Store, version: Version, ref: str, fmt: str, data_file: s
              f"# {name}", "",
              f"Exported by curate {__version__} from the version `{ref}` (fingerprint `{m['fingerprint']}`, "
              f"created {m.get('created', '?')}): **{counts['kept']:,} rows**.", ""]
+    if shards:
+        lines += [f"Pretraining shards: {len(shards['shards']):,} files of `{shards['format']}`, "
+                  f"**{shards['tokens']:,} tokens** ({shards['tokenizer']}), {shards['bytes'] / 2**20:,.1f} MiB of text; "
+                  "per shard in `index.json`.", ""]
     if m.get("recipe"):
         lines += [f"Recipe: `{m['recipe']['path']}` (sha256 `{m['recipe']['sha256'][:16]}…`).", ""]
     lines += ["## Lineage", "", "| step | stage | rows in | kept | removed | why removed | fingerprint |",
@@ -64,6 +69,11 @@ def _manifest(store: Store, fingerprint: str) -> dict[str, Any]:
 def _loading(fmt: str, data_file: str) -> list[str]:
     if fmt == "hf":
         return ["## Loading", "", "```python", "import datasets", "ds = datasets.load_from_disk(\"<this folder>\")", "```", ""]
+    if fmt == "shards":
+        builder = "parquet" if data_file.endswith(".parquet") else "json"
+        return ["## Loading", "", "```python", "import datasets",
+                f"ds = datasets.load_dataset(\"{builder}\", data_files=\"<this folder>/{data_file}\", split=\"train\", "
+                "streaming=True)", "```", "", "Each row's `text` is one document; `index.json` lists the shards in order.", ""]
     builder = DATA_FILES[fmt]
     out = ["## Loading", "", "```python", "import datasets",
            f"ds = datasets.load_dataset(\"{builder}\", data_files=\"{data_file}\", split=\"train\")", "```", ""]
@@ -80,6 +90,6 @@ def _loading(fmt: str, data_file: str) -> list[str]:
 
 
 def card_path(out: Path, fmt: str) -> Path:
-    """Where the card of an export to ``out`` goes: README.md inside an hf folder, else
-    ``<file stem>.README.md`` beside the file."""
-    return out / "README.md" if fmt == "hf" else out.with_name(f"{out.name.split('.')[0]}.README.md")
+    """Where the card of an export to ``out`` goes: README.md inside an hf or shards folder,
+    else ``<file stem>.README.md`` beside the file."""
+    return out / "README.md" if fmt in ("hf", "shards") else out.with_name(f"{out.name.split('.')[0]}.README.md")

@@ -316,18 +316,29 @@ def datasets_diff(a: Annotated[str, typer.Argument(help="First reference.")],
 def datasets_export(
     ref: Annotated[str, typer.Argument(help="Dataset reference.")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl (every column) | chat (messages only: TRL, axolotl, "
-                                                       "LLaMA-Factory) | parquet | hf (a datasets folder)")],
-    dest: Annotated[Path, typer.Option("--out", help="Output file (jsonl, chat, parquet) or folder (hf).")],
+                                                       "LLaMA-Factory) | parquet | hf (a datasets folder) | shards "
+                                                       "(pretraining shards of text rows, with token counts)")],
+    dest: Annotated[Path, typer.Option("--out", help="Output file (jsonl, chat, parquet) or folder (hf, shards).")],
     store: StoreOpt = None,
     card: Annotated[bool, typer.Option("--card/--no-card", help="Write a dataset card (README) with the lineage beside it.")] = True,
+    shard_mb: Annotated[float, typer.Option("--shard-mb", help="shards: text MiB a shard holds before the next starts.")] = 256.0,
+    shard_format: Annotated[str, typer.Option("--shard-format", help="shards: jsonl.gz | parquet.")] = "jsonl.gz",
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help=(
+        "shards: count tokens with this Hugging Face tokenizer (a folder or a cached hub name; offline); "
+        "default: a tokenizer-free count."))] = None,
 ) -> None:
     """Export a version for a downstream training job, with a dataset card."""
     from .versions import EXPORT_FORMATS, export
 
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"--format {fmt}: use {', '.join(EXPORT_FORMATS)}")
-    path = export(ref, fmt, dest, store, card=card)  # type: ignore[arg-type]
+    path = export(ref, fmt, dest, store, card=card, shard_mb=shard_mb, shard_format=shard_format,  # type: ignore[arg-type]
+                  tokenizer=tokenizer)
     out.print(f"wrote {path}")
+    if fmt == "shards":
+        index = json.loads((path / "index.json").read_text())
+        out.print(f"{len(index['shards']):,} shards, {index['rows']:,} documents, {index['tokens']:,} tokens "
+                  f"({index['tokenizer']})", markup=False)
     if card:
         from .card import card_path
 

@@ -12,8 +12,9 @@ from .errors import UsageError
 from .store import Store
 
 As = Literal["datasets", "polars", "arrow"]
-ExportFormat = Literal["jsonl", "chat", "parquet", "hf"]
-EXPORT_FORMATS = ("jsonl", "chat", "parquet", "hf")
+ExportFormat = Literal["jsonl", "chat", "parquet", "hf", "shards"]
+EXPORT_FORMATS = ("jsonl", "chat", "parquet", "hf", "shards")
+SHARD_FORMATS = ("jsonl.gz", "parquet")
 
 
 def _store(store: Store | str | Path | None) -> Store:
@@ -128,17 +129,27 @@ def _row_hashes(table, columns: list[str]) -> dict[str, bytes]:
     return {i: xxhash.xxh3_128_digest(json.dumps(r, sort_keys=True, default=str).encode()) for i, r in zip(ids, rest)}
 
 
-def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Path | None = None, card: bool = True) -> Path:
+def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Path | None = None, card: bool = True,
+           shard_mb: float = 256.0, shard_format: str = "jsonl.gz", tokenizer: str | None = None) -> Path:
     """Write a version for a downstream job: ``jsonl`` (every column, one row per line),
     ``chat`` (only ``messages``, one conversation per line: what TRL, axolotl and
-    LLaMA-Factory load as they are), ``parquet`` (one file) or ``hf`` (a ``datasets`` folder
-    for ``load_from_disk``). With ``card`` (the default) a dataset card carrying the lineage is
+    LLaMA-Factory load as they are), ``parquet`` (one file), ``hf`` (a ``datasets`` folder
+    for ``load_from_disk``) or ``shards`` (pretraining shards of text rows: see
+    ``export_shards``). With ``card`` (the default) a dataset card carrying the lineage is
     written beside it (``curate.card``)."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"--format {fmt}: use {', '.join(EXPORT_FORMATS)}")
     st = _store(store)
     version = st.resolve(ref)
     out = Path(out)
+    if fmt == "shards":
+        index = export_shards(version, out, shard_mb, shard_format, tokenizer)
+        if card:
+            from .card import render_card
+
+            (out / "README.md").write_text(render_card(st, version, ref, fmt, f"part-*.{shard_format}", index),
+                                           encoding="utf-8")  # beside the shards (index.json is the last they wrote)
+        return out
     table = version.table()
     if fmt == "chat":
         if "messages" not in table.column_names:
@@ -165,3 +176,98 @@ def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Pa
         where = card_path(out, fmt)
         where.write_text(render_card(st, version, ref, fmt, "." if fmt == "hf" else out.name), encoding="utf-8")
     return out
+
+
+def export_shards(version, out: Path, shard_mb: float = 256.0, shard_format: str = "jsonl.gz",
+                  tokenizer: str | None = None) -> dict[str, Any]:
+    """A text version as pretraining shards in the folder ``out``: ``part-NNNNN.jsonl.gz``
+    (one JSON object a row, every column) or ``part-NNNNN.parquet``, each closed once its
+    rows' text passes ``shard_mb`` MiB (UTF-8, before compression), and ``index.json``: per
+    shard its rows, tokens and text bytes, and the totals. Tokens are counted with
+    ``tokenizer`` (a Hugging Face tokenizer: a local folder, such as a train-tiny model's, or
+    a cached hub name; read offline) or, without one, the tokenizer-free count of
+    ``curate.algorithms.textstats``. The version is read a batch at a time (never whole);
+    the shards are written in a folder beside ``out`` and renamed into place with the index
+    last, so a failed export leaves no partial shard where a training job may find it."""
+    import gzip
+    import os
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from .algorithms.textstats import approx_token_counts
+
+    if shard_format not in SHARD_FORMATS:
+        raise UsageError(f"--shard-format {shard_format}: use {', '.join(SHARD_FORMATS)}")
+    if shard_mb <= 0:
+        raise UsageError(f"--shard-mb {shard_mb}: a shard's size must be positive")
+    if "text" not in version.column_names:
+        raise UsageError(f"--format shards writes pretraining text, but this version has no 'text' column (columns: "
+                         f"{', '.join(version.column_names)}); use jsonl, chat or parquet")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "index.json").is_file())):
+        raise UsageError(f"--out {out}: exists and is not an earlier shards export; give a new or empty folder")
+    count = _token_counter(tokenizer) if tokenizer else approx_token_counts
+    limit = shard_mb * 2**20
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shards: list[dict[str, Any]] = []
+    writer: Any = None
+
+    def close() -> None:
+        nonlocal writer
+        if writer is not None:
+            writer.close()
+            writer = None
+
+    for batch in version.scan(version.column_names, 10_000):
+        texts = batch.column("text").to_pylist()
+        sizes = [len(t.encode("utf-8")) for t in texts]
+        tokens = count(texts)
+        start = 0
+        while start < len(texts):  # cut the batch where the open shard fills up
+            if writer is None:
+                name = f"part-{len(shards):05d}.{shard_format}"
+                shards.append({"file": name, "rows": 0, "tokens": 0, "bytes": 0})
+                writer = (gzip.open(tmp / name, "wt", encoding="utf-8", compresslevel=6) if shard_format == "jsonl.gz"
+                          else pq.ParquetWriter(tmp / name, batch.schema, compression="zstd"))
+            shard, end = shards[-1], start
+            while end < len(texts) and (end == start or shard["bytes"] + sum(sizes[start:end]) < limit):
+                end += 1
+            part = batch.slice(start, end - start)
+            if shard_format == "jsonl.gz":
+                writer.writelines(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in part.to_pylist())
+            else:
+                writer.write_table(part)
+            shard["rows"] += end - start
+            shard["tokens"] += sum(tokens[start:end])
+            shard["bytes"] += sum(sizes[start:end])
+            if shard["bytes"] >= limit:
+                close()
+            start = end
+    close()
+    index = {"version": version.fingerprint, "format": shard_format, "shard_mb": shard_mb,
+             "tokenizer": tokenizer or "curate approx_tokens (\\w+|[^\\w\\s], no tokenizer)",
+             "rows": sum(s["rows"] for s in shards), "tokens": sum(s["tokens"] for s in shards),
+             "bytes": sum(s["bytes"] for s in shards), "shards": shards}
+    (tmp / "index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return index
+
+
+def _token_counter(name: str):
+    """Token counts of texts with the Hugging Face tokenizer ``name`` (a folder or a cached
+    hub id, offline), special tokens not added."""
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError, ImportError) as e:
+        raise UsageError(f"--tokenizer {name}: cannot load it offline ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+    return count

@@ -33,7 +33,7 @@ ALLOWED = {
     # where streamed steps run: core, and the models layer (a Ray worker builds its own pool)
     "executors": CORE | {"models"},
     "pipeline": CORE | {"models", "executors"},
-    "versions": CORE | {"card"},
+    "versions": CORE | {"card", "algorithms"},  # algorithms: the tokenizer-free token count of shards
     "card": CORE,
     "report": CORE | {"pipeline"},
     "settings": {"errors", "pipeline"},  # pipeline: the step-name rule

@@ -75,3 +75,68 @@ def test_chat_export_of_text_rows_is_a_clear_error(tmp_path):
         export("docs", "chat", tmp_path / "x.jsonl")
     with pytest.raises(UsageError, match="use jsonl, chat, parquet, hf"):
         export("docs", "csv", tmp_path / "x.csv")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def documents(tmp_path):
+    """A text version: the paragraphs of this machine's licence texts (real prose), stored."""
+    from pathlib import Path
+
+    paragraphs = [" ".join(p.split()) for f in sorted(Path("/usr/share/common-licenses").glob("*")) if f.is_file()
+                  for p in f.read_text(errors="replace").split("\n\n") if len(p.split()) >= 20]
+    assert len(paragraphs) > 300
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": p, "n": k}) + "\n" for k, p in enumerate(paragraphs)))
+    curate.Pipeline([], source=SOURCES["jsonl"](path=str(path), shape="text", keep_fields=["n"]), name="docs").run(
+        tmp_path / "store")
+    return tmp_path / "store", paragraphs
+
+
+@pytest.mark.parametrize("shard_format", ["jsonl.gz", "parquet"])
+def test_pretraining_shards_hold_every_document_in_order_with_their_token_counts(documents, tmp_path, shard_format):
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    from curate.algorithms.textstats import approx_tokens
+
+    store, paragraphs = documents
+    out = export("docs", "shards", tmp_path / "shards", store, shard_mb=0.05, shard_format=shard_format)
+    index = json.loads((out / "index.json").read_text())
+    files = sorted(p.name for p in out.glob(f"part-*.{shard_format}"))
+    assert files == [s["file"] for s in index["shards"]] and len(files) > 3
+    rows = []
+    for name in files:
+        if shard_format == "parquet":
+            rows += pq.read_table(out / name).to_pylist()
+        else:
+            with gzip.open(out / name, "rt") as f:
+                rows += [json.loads(line) for line in f]
+    assert [r["text"] for r in rows] == paragraphs and [r["n"] for r in rows] == list(range(len(paragraphs)))
+    limit = 0.05 * 2**20
+    for shard in index["shards"][:-1]:  # each closed once its text reached the target, one document past it at most
+        assert limit <= shard["bytes"] < limit + max(len(p.encode()) for p in paragraphs)
+    assert index["rows"] == len(paragraphs) and index["tokens"] == sum(approx_tokens(p) for p in paragraphs)
+    card = (out / "README.md").read_text()
+    assert f"**{index['tokens']:,} tokens**" in card and f"part-*.{shard_format}" in card
+
+
+def test_shards_count_tokens_with_a_named_tokenizer_and_refuse_what_they_cannot_write(documents, tmp_path, tiny_lm,
+                                                                                         stored):
+    from transformers import AutoTokenizer
+
+    store, paragraphs = documents
+    out = export("docs", "shards", tmp_path / "tok", store, shard_mb=1.0, tokenizer=str(tiny_lm), card=False)
+    index = json.loads((out / "index.json").read_text())
+    tok = AutoTokenizer.from_pretrained(str(tiny_lm))
+    assert index["tokens"] == sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in paragraphs)
+    assert index["tokenizer"] == str(tiny_lm) and not (out / "README.md").exists()
+    with pytest.raises(UsageError, match="no 'text' column"):
+        export("exp", "shards", tmp_path / "sft")  # the SFT fixture's version, in the default store
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not an earlier shards export"):
+        export("docs", "shards", tmp_path / "busy", store)
+    with pytest.raises(UsageError, match="--tokenizer nowhere: cannot load it offline"):
+        export("docs", "shards", tmp_path / "t2", store, tokenizer="nowhere")
+    assert not (tmp_path / "t2").exists() and not list(tmp_path.glob(".t2.*"))  # nothing half-written left
