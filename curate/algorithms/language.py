@@ -31,7 +31,7 @@ def identifier(languages: tuple[str, ...] | None = None) -> Any:
         try:
             from py3langid.langid import MODEL_FILE, LanguageIdentifier
         except ImportError:
-            raise ImportError("language identification needs py3langid: pip install py3langid") from None
+            raise ImportError("language identification needs py3langid: pip install 'curate[pretrain]'") from None
         ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         if languages is not None:
             ident.set_languages(list(languages))

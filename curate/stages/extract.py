@@ -64,6 +64,11 @@ class ExtractText(Stage):
         if field not in table.column_names or not pa.types.is_string(table.schema.field(field).type):
             raise StageError(f"extract_text: '{field}' is not a text column holding HTML "
                              f"(columns: {', '.join(table.column_names)})")
+        try:
+            import trafilatura  # noqa: F401  (here: a missing package is one clear error, not one per worker)
+        except ImportError as e:
+            raise StageError(f"extract_text needs trafilatura and its HTML cleaner: pip install 'curate[pretrain]' ({e})"
+                             ) from None
         pages = [v or "" for v in table.column(field).to_pylist()]
         results = ctx.map_batches(partial(extract_pages, c), pages, BATCH_ROWS, self.name)
         keep = [reason is None for _, reason, _ in results]

@@ -44,7 +44,10 @@ class LanguageIdConfig(StageConfig):
     def _known(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return value
-        known = set(language.known_languages())
+        try:
+            known = set(language.known_languages())
+        except ImportError as e:
+            raise ValueError(str(e)) from None
         unknown = [v for v in value if v not in known]
         if unknown:
             raise ValueError(f"unknown language code(s) {', '.join(unknown)}; the model knows: {', '.join(sorted(known))}")
@@ -66,6 +69,10 @@ class LanguageId(Stage):
         c = self.config
         if c.candidates is not None and c.languages is not None and not set(c.languages) <= set(c.candidates):
             raise StageError(f"language_id: languages {c.languages} are not all among candidates {c.candidates}")
+        try:
+            language.identifier()  # here, so a missing package is one clear error, not one per worker
+        except ImportError as e:
+            raise StageError(f"language_id: {e}") from None
         values = texts(table, c.field or default_text_field(table))
         found = ctx.map_batches(partial(_detect, c.max_chars, tuple(c.candidates) if c.candidates else None), values,
                                 BATCH_ROWS, self.name)
