@@ -244,7 +244,7 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
             if len(theirs):
                 built.append(shingled(ref_field, c.batch_size, table, start, theirs)[0])
             start += len(table)
-        return [s for values, bounds in built for s in _sets(values, bounds)]
+        return [s for values, bounds in built for s in minhash_cluster.unpack_sets(values, bounds)]
 
     verified = verified_pairs(cpairs, sig, c, sets_of)
     release_memory()  # the shingle sets are gone
@@ -330,20 +330,12 @@ def _ref_rows(refs, idx: np.ndarray, n: int) -> list[np.ndarray]:
 
 
 def _shingle_block(normalize, ngram, unit, field, batch_size, table, offset, local) -> tuple:
-    """The shingle sets of rows ``local`` of a block, ``batch_size`` texts at a time, as one
-    flat array and each set's bounds in it (cheap to send; ``_sets`` turns them into views)."""
+    """The shingle sets of rows ``local`` of a block, ``batch_size`` texts at a time, packed
+    (``minhash_cluster.pack_sets``: cheap to send)."""
     chosen = texts(table.take(pa.array(local)), field)
-    values, bounds = [np.zeros(0, np.uint32)], [np.zeros(1, np.int64)]
-    for s in range(0, len(chosen), batch_size):
-        sets = lsh.shingle_sets([normalize(t) for t in chosen[s : s + batch_size]], ngram, unit)
-        sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
-        bounds.append(bounds[-1][-1] + np.cumsum(sizes))
-        values.append(np.concatenate([np.zeros(0, np.uint32), *sets]))
-    return ((np.concatenate(values), np.concatenate(bounds)),)
-
-
-def _sets(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
-    return [values[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
+    sets = [x for s in range(0, len(chosen), batch_size)
+            for x in lsh.shingle_sets([normalize(t) for t in chosen[s : s + batch_size]], ngram, unit)]
+    return (minhash_cluster.pack_sets(sets),)
 
 
 def fill_signatures(batches, n: int, c: MinhashDedupConfig, ctx: StageContext, label: str):

@@ -139,8 +139,8 @@ def _pairs_with(rec: Records, side: str, where: np.ndarray, parts: int, payload)
 def _take_payload(data: dict, used: np.ndarray) -> dict:
     if "sig" in data:
         return {"sig": data["sig"][used]}
-    sets = _unpack(data["values"], data["bounds"])
-    values, bounds = _pack([sets[u] for u in used.tolist()])
+    sets = unpack_sets(data["values"], data["bounds"])
+    values, bounds = pack_sets([sets[u] for u in used.tolist()])
     return {"values": values, "bounds": bounds}
 
 
@@ -160,7 +160,7 @@ def _merge(pieces: tuple) -> Records:
     if "sig" in pieces[0]:
         out["sig"] = np.concatenate([p["sig"] for p in pieces])
     else:
-        out["values"], out["bounds"] = _pack([s for p in pieces for s in _unpack(p["values"], p["bounds"])])
+        out["values"], out["bounds"] = pack_sets([s for p in pieces for s in unpack_sets(p["values"], p["bounds"])])
     return out
 
 
@@ -220,7 +220,7 @@ def _classify(verify, threshold, num_perm, normalize, ngram, unit, field, starts
     to_check = {"i": i[doubtful], "j": j[doubtful], "est": est[doubtful]}
     where = partition_of(starts, parts, to_check["i"])
     pieces = _pairs_with(to_check, "j", where, parts,
-                         lambda rows: dict(zip(("values", "bounds"), _pack(_sets_of(starts, read, rows, normalize, ngram,
+                         lambda rows: dict(zip(("values", "bounds"), pack_sets(_sets_of(starts, read, rows, normalize, ngram,
                                                                                      unit, field)))))
     sure_where = partition_of(starts, parts, i[sure])
     for p, piece in enumerate(pieces):
@@ -240,15 +240,13 @@ def _check(threshold, normalize, ngram, unit, field, starts, parts, read, r, k, 
     pairs = np.stack([np.searchsorted(nodes, rec["i"][order]), np.searchsorted(nodes, rec["j"][order]), order], axis=1)
     sure = np.stack([np.searchsorted(nodes, rec["sure_i"]), np.searchsorted(nodes, rec["sure_j"]),
                      np.full(len(rec["sure_i"]), -1)], axis=1)
-    sets_j = _unpack(rec["values"], rec["bounds"])
-    built: dict[int, np.ndarray] = {}
+    sets = dict(zip(rec["rows"].tolist(), unpack_sets(rec["values"], rec["bounds"])))  # the j rows' sets, as sent
 
     def check(chunk: np.ndarray) -> np.ndarray:
         idx = chunk[:, 2]
         rows_i = rec["i"][idx]
-        new = lsh.sorted_unique(rows_i[[int(x) not in built for x in rows_i.tolist()]])
-        built.update(zip(new.tolist(), _sets_of(starts, read, new, normalize, ngram, unit, field)))
-        sets = {**built, **{int(j): sets_j[v] for j, v in zip(rec["j"][idx].tolist(), rec["inv"][idx].tolist())}}
+        new = lsh.sorted_unique(rows_i[[int(x) not in sets for x in rows_i.tolist()]])
+        sets.update(zip(new.tolist(), _sets_of(starts, read, new, normalize, ngram, unit, field)))
         return lsh.exact_jaccard(sets, np.stack([rows_i, rec["j"][idx]], axis=1)) >= threshold
 
     accepted = lsh.accept_in_order(pairs, len(nodes), sure, check)
@@ -269,12 +267,14 @@ def _sets_of(starts, read, idx: np.ndarray, normalize, ngram, unit, field) -> li
     return out
 
 
-def _pack(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def pack_sets(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle sets as one flat array and each set's bounds in it (cheap to send)."""
     sizes = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
     return np.concatenate([np.zeros(0, np.uint32), *sets]), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
-def _unpack(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+def unpack_sets(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    """``pack_sets``'s sets back, as views."""
     return [values[bounds[m] : bounds[m + 1]] for m in range(len(bounds) - 1)]
 
 
