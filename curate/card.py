@@ -20,9 +20,11 @@ DATA_FILES = {"jsonl": "json", "chat": "json", "parquet": "parquet"}
 
 
 def render_card(store: Store, version: Version, ref: str, fmt: str, data_file: str,
-                shards: dict[str, Any] | None = None) -> str:
+                shards: dict[str, Any] | None = None, tokens: dict[str, Any] | None = None) -> str:
     """The card's markdown for ``version`` exported as ``fmt`` to ``data_file`` (a path
-    relative to the card; a glob for shards, whose ``index`` gives the token counts)."""
+    relative to the card; a glob for shards, whose ``index`` gives the token counts).
+    ``tokens``: {"tokenizer": label, "counts": {fingerprint: tokens}} of the lineage's
+    versions, a column of the lineage table."""
     m = version.manifest
     name = m.get("name") or ref
     counts = m["counts"]
@@ -37,15 +39,20 @@ def render_card(store: Store, version: Version, ref: str, fmt: str, data_file: s
                   "per shard in `index.json`.", ""]
     if m.get("recipe"):
         lines += [f"Recipe: `{m['recipe']['path']}` (sha256 `{m['recipe']['sha256'][:16]}…`).", ""]
-    lines += ["## Lineage", "", "| step | stage | rows in | kept | removed | why removed | fingerprint |",
-              "|---|---|---:|---:|---:|---|---|"]
+    counted = (tokens or {}).get("counts") or {}
+    if counted:
+        lines += [f"Tokens counted with {tokens['tokenizer']}.", ""]
+    lines += ["## Lineage", "", "| step | stage | rows in | kept |" + (" tokens kept |" if counted else "")
+              + " removed | why removed | fingerprint |", "|---|---|---:|---:|" + ("---:|" if counted else "") + "---:|---|---|"]
     configs = []
     for entry in m.get("lineage", []):
         step_m = _manifest(store, entry["fingerprint"])
         c = entry["counts"]
         reasons = ", ".join(f"{r} {n:,}" for r, n in (step_m.get("rejections") or {}).items()) or "-"
-        lines.append(f"| {entry['step']} | {entry['stage']} | {c['in']:,} | {c['kept']:,} | {c['rejected']:,} | {reasons} "
-                     f"| `{entry['fingerprint']}` |")
+        kept_tokens = counted.get(entry["fingerprint"])
+        column = (f" {kept_tokens:,} |" if kept_tokens is not None else " - |") if counted else ""
+        lines.append(f"| {entry['step']} | {entry['stage']} | {c['in']:,} | {c['kept']:,} |{column} {c['rejected']:,} "
+                     f"| {reasons} | `{entry['fingerprint']}` |")
         stage = step_m.get("stage") or {}
         if stage.get("config") or step_m.get("stats"):
             configs.append((entry["step"], stage.get("config"), step_m.get("stats")))

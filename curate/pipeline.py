@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from ._version import __version__
+from .algorithms.tokens import TokenCounter, version_tokens
 from .errors import CurateError, StageError, UsageError
 from .executors import BlockTask, Executor, ExecutorConfig, LocalExecutor, add_stats
 from .executors import executor as make_executor
@@ -49,6 +50,7 @@ class StepStat:
     seconds: float
     cached: bool
     stats: dict[str, int | float] = field(default_factory=dict)  # the stage's own counters (StageOutput.stats)
+    tokens: int | None = None  # tokens of the kept rows, when the pipeline counts them (``Pipeline.tokenizer``)
 
     @classmethod
     def from_manifest(cls, m: dict[str, Any], cached: bool) -> StepStat:
@@ -104,6 +106,10 @@ class Pipeline:
     name: str = "dataset"
     recipe: RecipeInfo | None = None
     models: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None
+    """Count every version's tokens with this tokenizer (a models: entry, whose folder's
+    tokenizer counts; a tokenizer folder or a cached hub id; ``approx``: the tokenizer-free
+    count), shown in the funnel (``StepStat.tokens``) and the dataset card. None: not counted."""
     steps: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,8 +120,8 @@ class Pipeline:
         from .models.config import BUILTIN_MODELS, model_ref_hint, model_roles
 
         # A model a stage names is one of ours or a built-in one (``minilm``, the packaged embedder).
-        missing = [f"step '{step}' uses model '{m}', which is not defined" + model_ref_hint(m, embedder)
-                   for step, stage in zip(self.steps, self.stages) for m, embedder in model_roles(stage)
+        missing = [f"step '{step}' uses model '{m}', which is not defined" + model_ref_hint(m, role)
+                   for step, stage in zip(self.steps, self.stages) for m, role in model_roles(stage)
                    if m not in self.models and m not in BUILTIN_MODELS]
         if missing:
             known = ", ".join([*self.models, *(n for n in BUILTIN_MODELS if n not in self.models)])
@@ -124,7 +130,7 @@ class Pipeline:
 
     def then(self, *stages: Stage) -> Pipeline:
         """A new pipeline with ``stages`` appended (this one is not modified)."""
-        return Pipeline([*self.stages, *stages], self.source, self.name, self.recipe, self.models)
+        return Pipeline([*self.stages, *stages], self.source, self.name, self.recipe, self.models, self.tokenizer)
 
     def run(
         self,
@@ -198,6 +204,11 @@ class Pipeline:
                     break
         if until is None:
             store.tag(self.name, parent.fingerprint)
+        if self.tokenizer is not None:
+            counter = token_counter(self.tokenizer, pool)
+            cache = store.area("cache", "tokens")
+            for stat in reporter.track(stats, total=len(stats), description=f"counting tokens ({counter.label})"):
+                stat.tokens = version_tokens(store.version(stat.fingerprint), counter, cache, workers)
         calls: dict[str, Any] = {}
         for name, model in pool.used().items():
             add_stats(calls, name, model.stats)
@@ -293,6 +304,14 @@ class Pipeline:
         portable = all(isinstance(s, BaseModel) for s in specs.values())  # a model object cannot travel
         runner = run_on if portable else LocalExecutor(run_on.block_rows)
 
+        if stage.prepares():  # 0. what the scoring needs from the whole pool (a classifier trained on it)
+            try:
+                stage = stage.prepare(parent, ctx)
+            except CurateError:
+                raise
+            except Exception as e:
+                raise StageError(f"step '{step}' ({stage.name}) failed: {type(e).__name__}: {e}") from e
+
         def task(source: Version, folder: Path, mode: str = "process") -> BlockTask:
             return BlockTask(stage, step, source, str(folder), str(store.root), specs, pool.cache_root, mode)
 
@@ -382,6 +401,24 @@ class Pipeline:
 def _counts(rows_in: int, kept, rejected, added: int) -> dict[str, Any]:
     reasons = Counter(rejected.column("reason").to_pylist()) if len(rejected) else Counter()
     return {"in": rows_in, "kept": len(kept), "rejected": len(rejected), "added": added, "reasons": reasons}
+
+
+def token_counter(tokenizer: str, pool: ModelPool | None = None) -> TokenCounter:
+    """The counter ``Pipeline.tokenizer`` names: ``approx`` (no tokenizer), a ``models:``
+    entry of the transformers backend (its folder's tokenizer; a train-tiny model is trained
+    first if it is not yet), or a tokenizer folder / cached hub id."""
+    if tokenizer == "approx":
+        return TokenCounter(None)
+    if pool is not None and tokenizer in pool:
+        from .models.config import TransformersSpec
+        from .models.hf import model_dir
+
+        spec = pool.spec(tokenizer)
+        if not isinstance(spec, TransformersSpec):
+            raise UsageError(f"tokenizer '{tokenizer}' is a {spec.backend} model; name a transformers entry, a tokenizer "
+                             "folder, a cached hub id, or approx")
+        return TokenCounter(model_dir(spec, pool.reporter, pool.store, pool.cache_root), label=tokenizer)
+    return TokenCounter(tokenizer)
 
 
 def _stage_info(stage: Stage, step: str, pool: ModelPool) -> dict[str, Any]:

@@ -29,10 +29,10 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RecipeError, UsageError
 from .executors import ExecutorConfig
@@ -45,7 +45,7 @@ from .store import _NAME_RE, Store, Version
 from .train import TrainedModel
 
 TOP_KEYS = ("name", "description", "source", "input", "models", "pipeline", "overrides", "stages", "train", "eval",
-            "executor")
+            "executor", "tokenizer", "export")
 PATH_KEYS = ("path",)  # source keys holding paths, resolved against the recipe's folder
 
 Loc = tuple[Any, ...]
@@ -59,6 +59,7 @@ class RecipeRun:
 
     chain: RunResult
     finished: Finished | None = None
+    exported: Path | None = None  # where the recipe's export: wrote the final version
 
     @property
     def final(self) -> Version:
@@ -81,10 +82,13 @@ class Recipe:
     train: Any = None  # curate.train.TrainConfig: fine-tune on the final version (and the baselines)
     eval: Any = None  # curate.train.EvalConfig: the held-out set every trained model answers
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where row-wise steps run (no fingerprint)
+    tokenizer: str | None = None  # count every version's tokens with it (Pipeline.tokenizer)
+    export: ExportConfig | None = None  # write the final version for a training job after the chain
 
     def pipeline(self) -> Pipeline:
         """The chain alone (no ``train:`` / ``eval:``)."""
-        return Pipeline(self.stages, self.source, self.name, RecipeInfo(str(self.path), self.sha256), self.models)
+        return Pipeline(self.stages, self.source, self.name, RecipeInfo(str(self.path), self.sha256), self.models,
+                        self.tokenizer)
 
     def run(self, store: Store | str | Path | None = None, *, force: bool = False, until: str | None = None,
             reporter: Reporter | None = None, workers: int | None = None,
@@ -109,14 +113,33 @@ class Recipe:
                                  executor=run_on)
             if on_chain is not None:
                 on_chain(chain)
+            exported = self.export_final(chain, store, pool) if self.export is not None and until is None else None
             if self.train is None or until is not None:
-                return RecipeRun(chain)
+                return RecipeRun(chain, exported=exported)
             pool.close()  # the chain's models leave memory (a GPU) before training; identities stay known
             finished = finetune_and_evaluate(self.name, chain.final, self.train, self.eval, pool, store,
                                              pipeline.steps, reporter=reporter, force=force)
-            return RecipeRun(chain, finished)
+            return RecipeRun(chain, finished, exported)
         finally:
             pool.close()
+
+    def export_final(self, chain: RunResult, store: Store, pool: Any) -> Path:
+        """The recipe's ``export:`` of the chain's final version (written again on every run:
+        an export is a copy, not a version)."""
+        from .pipeline import token_counter
+        from .versions import export
+
+        e = self.export
+        assert e is not None
+        name = e.tokenizer or self.tokenizer
+        tokenizer, label = None, None
+        if name is not None and name != "approx":
+            counter = token_counter(name, pool)
+            tokenizer, label = counter.source, name
+        suffix = {"jsonl": ".jsonl", "chat": ".jsonl", "parquet": ".parquet"}.get(e.format, "")
+        out = Path(e.path) if e.path else store.area("exports") / f"{self.name}{suffix}"
+        return export(chain.final.fingerprint, e.format, out, store, card=e.card, shard_mb=e.shard_mb,
+                      shard_format=e.shard_format, tokenizer=tokenizer, tokenizer_label=label)
 
 
 class _Problems:
@@ -187,9 +210,67 @@ def load_recipe(path: str | Path, check_inputs: bool = True, settings: Mapping[s
     _check_model_refs(data, stages, data.get("models") if isinstance(data.get("models"), dict) else {}, problems)
     train, evaluation = _training(data, path.parent, problems)
     run_on = _executor(data, problems)
+    tokenizer = _tokenizer(data, path.parent, problems)
+    export = _export(data, path.parent, problems)
     problems.raise_if_any()
     return Recipe(path, name, source, stages, hashlib.sha256(text.encode()).hexdigest(), data.get("description") or "",
-                  models, train, evaluation, run_on)
+                  models, train, evaluation, run_on, tokenizer, export)
+
+
+class ExportConfig(BaseModel):
+    """A recipe's ``export:``: the final version written for a training job after the chain,
+    as ``curate datasets export`` writes it (a dataset card beside it)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    format: Literal["jsonl", "chat", "parquet", "hf", "shards"] = "shards"
+    """shards (pretraining shards with token counts), jsonl, chat, parquet or hf."""
+    path: str | None = None
+    """Where (relative to the recipe's folder); default: the store's exports/<name> (a file for jsonl/chat/parquet)."""
+    shard_mb: float = Field(256.0, gt=0)
+    """shards: MiB of text per shard."""
+    shard_format: Literal["jsonl.gz", "parquet"] = "jsonl.gz"
+    """shards: the files' format."""
+    tokenizer: str | None = None
+    """Count tokens with this (a models: entry, a tokenizer folder, a cached hub id); default: the recipe's tokenizer:."""
+    card: bool = True
+    """Write the dataset card (README.md) beside the data."""
+
+
+def _export(data: dict, base: Path, problems: _Problems) -> ExportConfig | None:
+    section = data.get("export")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        problems.add(("export",), f"a mapping of export settings ({', '.join(ExportConfig.model_fields)})")
+        return None
+    values = dict(section)
+    if isinstance(values.get("path"), str) and not Path(values["path"]).expanduser().is_absolute():
+        values["path"] = str(base / values["path"])
+    try:
+        return ExportConfig(**values)
+    except ValidationError as e:
+        for loc, msg in validation_problems(e, ExportConfig):
+            problems.add(("export", *loc), msg)
+        return None
+
+
+def _tokenizer(data: dict, base: Path, problems: _Problems) -> str | None:
+    """``tokenizer:``: a models: entry (of the transformers backend), ``approx``, a tokenizer
+    folder (relative to the recipe's folder) or a cached hub id."""
+    value = data.get("tokenizer")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        problems.add(("tokenizer",), "a models: entry, a tokenizer folder, a cached hub id, or approx")
+        return None
+    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    if value in models:
+        backend = (models[value] or {}).get("backend", "transformers") if isinstance(models[value], dict) else None
+        if backend not in (None, "transformers"):
+            problems.add(("tokenizer",), f"'{value}' is a {backend} model; a tokenizer comes from a transformers entry")
+        return value
+    return _resolve_paths(value, base) if _is_local(value, base) else value
 
 
 def _executor(data: dict, problems: _Problems) -> ExecutorConfig:
@@ -294,25 +375,24 @@ def _is_local(value: Any, base: Path) -> bool:
 def _check_model_refs(data: dict, stages: list[Stage], models: dict, problems: _Problems) -> None:
     """Every model a step names is defined under models: or built in (``minilm``), and is of
     the kind its field wants: an embedder (backend sentence_transformers) for ``embedder``, a
-    language model for the others. Entries with problems of their own count as defined."""
-    from .models.config import BUILTIN_MODELS, model_ref_hint, model_roles
+    text classifier for ``classifier``, a language model for the others. Entries with
+    problems of their own count as defined."""
+    from .models.config import BUILTIN_MODELS, ROLE_BACKENDS, ROLE_WANTED, model_ref_hint, model_roles
 
     for step, stage in zip(step_names(stages), stages):
         where = ("overrides", step) if "pipeline" in data else ("stages",)
-        for ref, embedder in model_roles(stage):
+        for ref, role in model_roles(stage):
             if ref in models:
                 backend = models[ref].get("backend", "transformers") if isinstance(models[ref], dict) else None
             elif ref in BUILTIN_MODELS:
                 backend = BUILTIN_MODELS[ref].backend
             else:
                 problems.add(where, f"step '{step}' uses model '{ref}', which the recipe does not define under models:"
-                             + (model_ref_hint(ref, embedder)
+                             + (model_ref_hint(ref, role)
                                 or (suggest(ref, models) if models else " (add a models: section)")))
                 continue
-            if backend is not None and (backend == "sentence_transformers") != embedder:
-                wanted = ("an embedder (backend: sentence_transformers)" if embedder
-                          else "a language model (backend: transformers, openai or vllm)")
-                problems.add(where, f"step '{step}' uses '{ref}', a {backend} model, where it needs {wanted}")
+            if backend is not None and backend not in ROLE_BACKENDS[role]:
+                problems.add(where, f"step '{step}' uses '{ref}', a {backend} model, where it needs {ROLE_WANTED[role]}")
 
 
 def _source(data: dict, path: Path, problems: _Problems, sources: dict, check_inputs: bool) -> Any:

@@ -10,14 +10,25 @@ from rich.table import Table
 from .pipeline import RunResult
 
 
+MAX_COUNTERS = 12  # a step's own counters shown in the funnel
+
+
 def funnel_table(result: RunResult, top: int = 3) -> Table:
+    """One row per step: rows in, kept, rejected (and the tokens kept, when the run counted
+    them), the top reasons and the stage's counters, seconds, cached."""
     t = Table(title=f"{result.name}  ->  {result.fingerprint}", title_justify="left")
-    for col, justify in (("stage", "left"), ("rows in", "right"), ("kept", "right"), ("rejected", "right"),
-                         ("top reasons · counts", "left"), ("seconds", "right"), ("cached", "center")):
+    tokens = any(s.tokens is not None for s in result.steps)
+    columns = [("stage", "left"), ("rows in", "right"), ("kept", "right"), *([("tokens kept", "right")] if tokens else []),
+               ("rejected", "right"), ("top reasons · counts", "left"), ("seconds", "right"), ("cached", "center")]
+    for col, justify in columns:
         t.add_column(col, justify=justify, no_wrap=not col.startswith("top"), overflow="fold")
     for s in result.steps:
-        reasons = ", ".join([f"{r} {n:,}" for r, n in list(s.reasons.items())[:top]] + [f"{k} {v:,}" for k, v in s.stats.items()])
-        t.add_row(escape(s.step), f"{s.rows_in:,}", f"{s.kept:,}", f"{s.rejected:,}", escape(reasons) or "-",
+        counters = [f"{k} {v:,}" for k, v in s.stats.items()]
+        if len(counters) > MAX_COUNTERS:  # language_id counts every language: the rest are in the manifest
+            counters = [*counters[:MAX_COUNTERS], f"… {len(counters) - MAX_COUNTERS} more (curate datasets show)"]
+        reasons = ", ".join([f"{r} {n:,}" for r, n in list(s.reasons.items())[:top]] + counters)
+        kept_tokens = [f"{s.tokens:,}" if s.tokens is not None else "-"] if tokens else []
+        t.add_row(escape(s.step), f"{s.rows_in:,}", f"{s.kept:,}", *kept_tokens, f"{s.rejected:,}", escape(reasons) or "-",
                   f"{s.seconds:.2f}", "yes" if s.cached else "no")
     return t
 

@@ -222,6 +222,8 @@ class Models(Protocol):
 
     def embedder(self, name: str) -> Any: ...
 
+    def classifier(self, name: str) -> Any: ...
+
     def identity(self, name: str) -> str: ...
 
     def describe(self, name: str) -> dict[str, Any]: ...
@@ -461,10 +463,11 @@ class Stage:
             raise RecipeError(config_problems(e, self.name, self.Config)) from None
 
     def process(self, table: pa.Table, ctx: StageContext) -> StageOutput:
-        if self.scores():
-            table = self.score(table, ctx)
-        if self.decides():
-            return self.decide(TableRows(table), ctx).apply(table)
+        stage = self.prepare(TableRows(table), ctx) if self.prepares() else self
+        if stage.scores():
+            table = stage.score(table, ctx)
+        if stage.decides():
+            return stage.decide(TableRows(table), ctx).apply(table)
         raise NotImplementedError(f"stage {self.name} does not implement process()")
 
     def __call__(self, table: pa.Table, ctx: StageContext | None = None) -> StageOutput:
@@ -485,6 +488,19 @@ class Stage:
         decides. The runner scores block by block (on Ray: a task per block), decides, then
         streams the scored rows past the decision; ``process`` is the three on one table."""
         raise NotImplementedError
+
+    def prepare(self, rows: Rows, ctx: StageContext) -> Stage:
+        """A stage whose row-wise scoring needs something learned from the whole pool first
+        (quality_classifier's classifier, trained against a sample of the pool) implements
+        this: it reads ``rows`` (a table, or the stored input version read column by column)
+        and returns the stage ready to ``score``, what it learned inside it, so that it
+        travels with the stage to each block's task. The runner calls it once, in the
+        driver, before scoring; ``process`` calls it on its table."""
+        raise NotImplementedError
+
+    def prepares(self) -> bool:
+        """Whether this stage implements ``prepare``."""
+        return type(self).prepare is not Stage.prepare
 
     def scores(self) -> bool:
         """Whether this stage implements ``score`` (its scoring may run block by block)."""

@@ -49,7 +49,7 @@ SHARD_ROWS = 100_000
 # (and, on Ray, one task), so memory holds a block, not a version.
 BLOCK_ROWS = 10_000
 # The folders beside versions/ the store hands out (``Store.area``); nothing else writes under the root.
-AREAS = ("cache", "models", "reports")
+AREAS = ("cache", "models", "reports", "exports")
 MIN_PREFIX = 6
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
@@ -294,8 +294,9 @@ class Store:
     def area(self, name: str, *parts: str) -> Path:
         """The folder ``<root>/<name>/<parts...>``, created: scratch space this store owns
         for what is not a dataset version -- ``cache`` (derived data a stage keys by content,
-        e.g. minhash's signatures of a reference version), ``models`` (trained models and
-        trainings under way), ``reports`` (a run's comparison tables). Stages and the
+        e.g. minhash's signatures of a reference version, each version's token counts),
+        ``models`` (trained models and trainings under way), ``reports`` (a run's comparison
+        tables), ``exports`` (a recipe's ``export:`` when it names no path). Stages and the
         fine-tuning step ask for an area instead of joining paths onto the root."""
         if name not in AREAS:
             raise StoreError(f"no store area {name!r}; areas are {', '.join(AREAS)}")

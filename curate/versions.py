@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 import xxhash
 
+from .algorithms.tokens import TokenCounter, version_tokens
 from .errors import UsageError
-from .store import Store
+from .store import Store, Version
 
 As = Literal["datasets", "polars", "arrow"]
 ExportFormat = Literal["jsonl", "chat", "parquet", "hf", "shards"]
@@ -130,7 +131,8 @@ def _row_hashes(table, columns: list[str]) -> dict[str, bytes]:
 
 
 def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Path | None = None, card: bool = True,
-           shard_mb: float = 256.0, shard_format: str = "jsonl.gz", tokenizer: str | None = None) -> Path:
+           shard_mb: float = 256.0, shard_format: str = "jsonl.gz", tokenizer: str | None = None,
+           tokenizer_label: str | None = None) -> Path:
     """Write a version for a downstream job: ``jsonl`` (every column, one row per line),
     ``chat`` (only ``messages``, one conversation per line: what TRL, axolotl and
     LLaMA-Factory load as they are), ``parquet`` (one file), ``hf`` (a ``datasets`` folder
@@ -143,11 +145,13 @@ def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Pa
     version = st.resolve(ref)
     out = Path(out)
     if fmt == "shards":
-        index = export_shards(version, out, shard_mb, shard_format, tokenizer)
+        counter = TokenCounter(tokenizer, tokenizer_label)
+        index = export_shards(version, out, shard_mb, shard_format, tokenizer, counter)
         if card:
             from .card import render_card
 
-            (out / "README.md").write_text(render_card(st, version, ref, fmt, f"part-*.{shard_format}", index),
+            (out / "README.md").write_text(render_card(st, version, ref, fmt, f"part-*.{shard_format}", index,
+                                                       lineage_tokens(st, version, counter)),
                                            encoding="utf-8")  # beside the shards (index.json is the last they wrote)
         return out
     table = version.table()
@@ -174,12 +178,23 @@ def export(ref: str, fmt: ExportFormat, out: str | Path, store: Store | str | Pa
         from .card import card_path, render_card
 
         where = card_path(out, fmt)
-        where.write_text(render_card(st, version, ref, fmt, "." if fmt == "hf" else out.name), encoding="utf-8")
+        tokens = lineage_tokens(st, version, TokenCounter(tokenizer, tokenizer_label)) if tokenizer else None
+        where.write_text(render_card(st, version, ref, fmt, "." if fmt == "hf" else out.name, tokens=tokens),
+                         encoding="utf-8")
     return out
 
 
+def lineage_tokens(store: Store, version: Version, counter: TokenCounter) -> dict[str, Any]:
+    """The tokens of every version in ``version``'s lineage still in the store (the card's
+    column), counted by ``counter`` (and cached, as a run's counts are)."""
+    cache = store.area("cache", "tokens")
+    counts = {e["fingerprint"]: version_tokens(store.version(e["fingerprint"]), counter, cache)
+              for e in version.manifest.get("lineage", []) if store.has(e["fingerprint"])}
+    return {"tokenizer": counter.label, "counts": counts}
+
+
 def export_shards(version, out: Path, shard_mb: float = 256.0, shard_format: str = "jsonl.gz",
-                  tokenizer: str | None = None) -> dict[str, Any]:
+                  tokenizer: str | None = None, counter: TokenCounter | None = None) -> dict[str, Any]:
     """A text version as pretraining shards in the folder ``out``: ``part-NNNNN.jsonl.gz``
     (one JSON object a row, every column) or ``part-NNNNN.parquet``, each closed once its
     rows' text passes ``shard_mb`` MiB (UTF-8, before compression), and ``index.json``: per
@@ -195,8 +210,6 @@ def export_shards(version, out: Path, shard_mb: float = 256.0, shard_format: str
 
     import pyarrow.parquet as pq
 
-    from .algorithms.textstats import approx_token_counts
-
     if shard_format not in SHARD_FORMATS:
         raise UsageError(f"--shard-format {shard_format}: use {', '.join(SHARD_FORMATS)}")
     if shard_mb <= 0:
@@ -206,7 +219,7 @@ def export_shards(version, out: Path, shard_mb: float = 256.0, shard_format: str
                          f"{', '.join(version.column_names)}); use jsonl, chat or parquet")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "index.json").is_file())):
         raise UsageError(f"--out {out}: exists and is not an earlier shards export; give a new or empty folder")
-    count = _token_counter(tokenizer) if tokenizer else approx_token_counts
+    counter = counter or TokenCounter(tokenizer)
     limit = shard_mb * 2**20
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -223,7 +236,7 @@ def export_shards(version, out: Path, shard_mb: float = 256.0, shard_format: str
     for batch in version.scan(version.column_names, 10_000):
         texts = batch.column("text").to_pylist()
         sizes = [len(t.encode("utf-8")) for t in texts]
-        tokens = count(texts)
+        tokens = counter.count(texts)
         start = 0
         while start < len(texts):  # cut the batch where the open shard fills up
             if writer is None:
@@ -247,7 +260,7 @@ def export_shards(version, out: Path, shard_mb: float = 256.0, shard_format: str
             start = end
     close()
     index = {"version": version.fingerprint, "format": shard_format, "shard_mb": shard_mb,
-             "tokenizer": tokenizer or "curate approx_tokens (\\w+|[^\\w\\s], no tokenizer)",
+             "tokenizer": counter.label,
              "rows": sum(s["rows"] for s in shards), "tokens": sum(s["tokens"] for s in shards),
              "bytes": sum(s["bytes"] for s in shards), "shards": shards}
     (tmp / "index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
@@ -257,17 +270,3 @@ def export_shards(version, out: Path, shard_mb: float = 256.0, shard_format: str
     return index
 
 
-def _token_counter(name: str):
-    """Token counts of texts with the Hugging Face tokenizer ``name`` (a folder or a cached
-    hub id, offline), special tokens not added."""
-    try:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
-    except (OSError, ValueError, ImportError) as e:
-        raise UsageError(f"--tokenizer {name}: cannot load it offline ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-
-    def count(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
-
-    return count

@@ -32,8 +32,9 @@ ALLOWED = {
     "evaluate": CORE | {"algorithms", "models", "sources"},
     # where streamed steps run: core, and the models layer (a Ray worker builds its own pool)
     "executors": CORE | {"models"},
-    "pipeline": CORE | {"models", "executors"},
-    "versions": CORE | {"card", "algorithms"},  # algorithms: the tokenizer-free token count of shards
+    # algorithms: the token counts of each version (``Pipeline.tokenizer``)
+    "pipeline": CORE | {"models", "executors", "algorithms"},
+    "versions": CORE | {"card", "algorithms"},  # algorithms: the token counts of shards and of the card's lineage
     "card": CORE,
     "report": CORE | {"pipeline"},
     "settings": {"errors", "pipeline"},  # pipeline: the step-name rule

@@ -137,6 +137,6 @@ def test_shards_count_tokens_with_a_named_tokenizer_and_refuse_what_they_cannot_
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="not an earlier shards export"):
         export("docs", "shards", tmp_path / "busy", store)
-    with pytest.raises(UsageError, match="--tokenizer nowhere: cannot load it offline"):
+    with pytest.raises(UsageError, match="tokenizer nowhere: cannot load it offline"):
         export("docs", "shards", tmp_path / "t2", store, tokenizer="nowhere")
     assert not (tmp_path / "t2").exists() and not list(tmp_path.glob(".t2.*"))  # nothing half-written left

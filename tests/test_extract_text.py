@@ -50,6 +50,17 @@ def test_what_is_not_a_page_is_rejected_with_its_reason_and_kept_as_it_came():
     assert out.stats == {"extracted": 1, "not_html": 1, "binary": 1, "no_text_extracted": 1, "too_large": 1}
 
 
+def test_plain_documents_pass_unchanged_with_non_html_keep():
+    plain = "Just a sentence of plain text, no markup at all; <alice@example.org> wrote it."
+    table = pa.table({"id": ["plain", "page", "binary"], "text": [plain, page("json"), "\x00\x01binary" * 50]})
+    out = ExtractText(non_html="keep")(table)
+    assert out.kept.column("id").to_pylist() == ["plain", "page"]
+    assert out.kept.column("text").to_pylist()[0] == plain
+    assert "<td" not in out.kept.column("text").to_pylist()[1]
+    assert out.rejected.column("reason").to_pylist() == ["binary"]
+    assert out.stats == {"extracted": 1, "kept_plain": 1, "binary": 1}
+
+
 def test_a_page_over_the_time_limit_is_a_reject_and_the_run_goes_on():
     table = pa.table({"id": ["slow", "also"], "text": [page("difflib"), page("json")]})
     out = ExtractText(timeout_s=0.0005)(table)  # both pages take tens of milliseconds

@@ -352,7 +352,7 @@ def test_reporter_tracks_the_record_loop(tmp_path):
 
 
 def test_registry_names_every_source():
-    assert set(SOURCES) == {"jsonl", "parquet", "csv", "hf_disk", "hf_files", "champ"}
+    assert set(SOURCES) == {"jsonl", "parquet", "csv", "hf_disk", "hf_files", "champ", "local_docs"}
     assert all(cls.type == name for name, cls in SOURCES.items())
 
 
@@ -745,3 +745,35 @@ def test_a_data_reference_may_be_a_uri_and_a_recipe_leaves_it_as_written(tmp_pat
     assert resolve_recipe_data(uri, tmp_path / "recipes") == uri
     assert resolve_recipe_data({"type": "jsonl", "path": uri}, tmp_path / "recipes") == {"type": "jsonl", "path": uri}
     assert resolve_recipe_data([{"data": uri, "weight": 1}], tmp_path / "recipes") == [{"data": uri, "weight": 1}]
+
+
+def test_local_docs_reads_real_documents_and_rejects_what_is_not_a_document(tmp_path):
+    """The pretraining demo's pool: a folder like /usr/share/doc (plain, gzip, HTML, binary,
+    too long, too short) and the machine's own catalogues and distribution READMEs."""
+    import gzip
+
+    docs = tmp_path / "doc"
+    (docs / "pkg").mkdir(parents=True)
+    words = "the quick brown fox jumps over the lazy dog " * 10
+    (docs / "pkg" / "README").write_text(words)
+    (docs / "pkg" / "changelog.gz").write_bytes(gzip.compress(words.encode()))
+    (docs / "pkg" / "manual.html").write_text(f"<html><body><p>{words}</p></body></html>")
+    (docs / "pkg" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + bytes(range(256)))
+    (docs / "pkg" / "latin1.txt").write_bytes(("caf\xe9 " * 30).encode("latin-1"))
+    (docs / "pkg" / "huge.txt").write_text(words * 100)
+    (docs / "pkg" / "short.txt").write_text("too short")
+    out = SOURCES["local_docs"](kinds=["doc"], doc_roots=[str(docs)], max_chars=10_000).read()
+    kept = {r["id"]: r for r in out.kept.to_pylist()}
+    assert set(kept) == {"doc:doc/pkg/README", "doc:doc/pkg/changelog.gz", "doc:doc/pkg/manual.html"}
+    assert kept["doc:doc/pkg/changelog.gz"]["text"] == words
+    assert kept["doc:doc/pkg/manual.html"]["format"] == "html" and kept["doc:doc/pkg/README"]["format"] == "text"
+    rejected = {r["id"].rsplit("/", 1)[1]: (r["reason"], r["detail"]) for r in out.rejected.to_pylist()}
+    assert {k: v[0] for k, v in rejected.items()} == {"logo.png": "not_text", "latin1.txt": "not_text",
+                                                       "huge.txt": "text_too_long", "short.txt": "too_short"}
+    assert all(str(docs) in detail for _, detail in rejected.values())  # each names its file
+    assert out.rows_in == 7
+    # this machine's own: translated catalogues (with their language) and distribution READMEs
+    own = SOURCES["local_docs"](kinds=["locale", "metadata"], limit_per_kind=30).read().kept.to_pylist()
+    locale = [r for r in own if r["source"] == "locale"]
+    assert locale and all(r["declared_lang"] and r["text"] for r in locale)
+    assert any(r["source"] == "metadata" for r in own)

@@ -12,7 +12,11 @@ Each module holds one method with its paper and defaults at the top:
 * ``llm2llm_text``: LLM2LLM's teacher request, its numbered-item parser and ROUGE-L near-copies;
 * ``ot``: GOT-D's calibrated OT gradients through POT's block-wise Sinkhorn;
 * ``dsir``: hashed n-gram importance weights and Gumbel top-k;
-* ``rds``: RDS+ round-robin over target examples and tasks.
+* ``rds``: RDS+ round-robin over target examples and tasks;
+* ``language``: py3langid's language identification; ``pii``: e-mail, IP and phone patterns;
+* ``quality``: quality classifiers trained here (DCLM's fastText, a hashed n-gram logistic
+  regression), their held-out measures;
+* ``tokens``: token counts of texts and of whole versions, with a named tokenizer or without.
 
 Layering: algorithms import core (errors, records, fingerprint) and the models layer only;
 never a stage, the runner, a recipe or the CLI.

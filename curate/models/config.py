@@ -151,8 +151,34 @@ class SentenceTransformersSpec(ModelSpec):
     """Texts encoded per forward pass (sorted by length, so batches pad little); speed only."""
 
 
-AnySpec = Annotated[TransformersSpec | OpenAISpec | VLLMSpec | SentenceTransformersSpec, Field(discriminator="backend")]
-BACKENDS = ("transformers", "openai", "vllm", "sentence_transformers")
+class ClassifierSpec(ModelSpec):
+    """A text classifier that scores documents (quality_classifier's ``classifier:``): a
+    fastText ``.bin`` file, or a Hugging Face sequence-classification model (a local folder or
+    a hub id in the local cache), e.g. ``HuggingFaceFW/fineweb-edu-classifier``."""
+
+    backend: Literal["classifier"] = "classifier"
+    model: str
+    """A fastText .bin file, a model folder, or a Hugging Face id resolved from the local cache."""
+    label: str | None = None
+    """The label whose probability is the score: fastText ``__label__hq`` by default (DCLM's);
+    a transformers classifier's label name or index, by default the second of two (a one-output
+    regression head such as FineWeb-Edu's is its raw score and takes no label)."""
+    revision: str | None = None
+    allow_download: bool = False
+    """Download a hub id that is not in the local cache (off: curate never downloads unless told)."""
+    trust_remote_code: bool = False
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:1``... or ``auto`` (the GPU when there is one)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: int = Field(32, ge=1)
+    """Texts per forward pass of a transformers classifier (sorted by length)."""
+    max_length: int = Field(512, ge=8)
+    """Tokens a transformers classifier reads of each text (FineWeb-Edu's: 512)."""
+
+
+AnySpec = Annotated[TransformersSpec | OpenAISpec | VLLMSpec | SentenceTransformersSpec | ClassifierSpec,
+                    Field(discriminator="backend")]
+BACKENDS = ("transformers", "openai", "vllm", "sentence_transformers", "classifier")
 LM_SPECS = (TransformersSpec, OpenAISpec, VLLMSpec)  # the backends that serve a language model
 
 DEFAULT_EMBEDDER = "minilm"
@@ -160,27 +186,34 @@ DEFAULT_EMBEDDER = "minilm"
 BUILTIN_MODELS: MappingProxyType[str, ModelSpec] = MappingProxyType({DEFAULT_EMBEDDER: SentenceTransformersSpec()})
 
 
-def model_roles(stage: Any) -> list[tuple[str, bool]]:
-    """(name, used as an embedder?) for each model a stage uses (``Stage.models_used()``): the
-    value of its ``embedder`` field is an embedder (one name per concept: every field naming
-    an embedder is called so); every other name is a language model."""
-    rest = list(stage.models_used())
-    embedder = getattr(stage.config, "embedder", None) if "embedder" in stage.model_refs else None
-    if embedder in rest:
-        rest.remove(embedder)
-        return [(embedder, True), *((r, False) for r in rest)]
-    return [(r, False) for r in rest]
+# What a stage's model field wants, by the field's name: ``embedder`` an embedder, ``classifier``
+# a text classifier, every other field a language model. The backends that serve each.
+ROLE_FIELDS = {"embedder": "embedder", "classifier": "classifier"}
+ROLE_BACKENDS = {"lm": ("transformers", "openai", "vllm"), "embedder": ("sentence_transformers",),
+                 "classifier": ("classifier",)}
+ROLE_WANTED = {"lm": "a language model (backend: transformers, openai or vllm)",
+               "embedder": "an embedder (backend: sentence_transformers)",
+               "classifier": "a text classifier (backend: classifier)"}
 
 
-def model_ref_hint(value: str, embedder: bool) -> str:
+def model_roles(stage: Any) -> list[tuple[str, str]]:
+    """(name, role) for each model a stage uses (``Stage.models_used()``): the role is
+    ``embedder`` for the value of an ``embedder`` field, ``classifier`` for a ``classifier``
+    field (one name per concept: every field naming such a model is called so), else ``lm``."""
+    roles = {getattr(stage.config, f, None): role for f, role in ROLE_FIELDS.items() if f in stage.model_refs}
+    return [(name, roles.get(name, "lm")) for name in stage.models_used()]
+
+
+def model_ref_hint(value: str, role: str) -> str:
     """What to add to "model X is not defined" when X looks like what such a field held before
     models were named: a folder or hub id (or the packaged model's name)."""
-    if embedder and value in PACKAGED_ALIASES:
+    if role == "embedder" and value in PACKAGED_ALIASES:
         return (f"; {value} is the packaged model, the built-in embedder '{DEFAULT_EMBEDDER}': "
                 f"write embedder: {DEFAULT_EMBEDDER}, or leave it out")
     if not (value.startswith((".", "/", "~")) or "/" in value):
         return ""
-    backend, example = ("sentence_transformers", "my_embedder") if embedder else ("transformers", "my_lm")
+    backend, example = {"embedder": ("sentence_transformers", "my_embedder"),
+                        "classifier": ("classifier", "my_classifier")}.get(role, ("transformers", "my_lm"))
     return (f"; '{value}' looks like a model folder or hub id, but this field takes the name of a models: entry: "
             f"define it under models: ({example}: {{backend: {backend}, model: {value}}}) and give that name here")
 

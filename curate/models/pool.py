@@ -17,6 +17,7 @@ from .cache import CallCache
 from .config import (
     BUILTIN_MODELS,
     LM_SPECS,
+    ClassifierSpec,
     ModelSpec,
     OpenAISpec,
     SentenceTransformersSpec,
@@ -25,9 +26,10 @@ from .config import (
     model_ref_hint,
     parse_spec,
 )
+from .classifier import TextClassifier
 from .embeddings import Embedder
 
-Built = LM | Embedder  # what a pool hands out
+Built = LM | Embedder | TextClassifier  # what a pool hands out
 
 
 class ModelPool:
@@ -61,7 +63,7 @@ class ModelPool:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def spec(self, name: str, embedder: bool = False) -> Any:
+    def spec(self, name: str, role: str = "lm") -> Any:
         """The spec (or given object) of ``name``: the pool's entry, else a built-in one."""
         if name in self.specs:
             return self.specs[name]
@@ -69,7 +71,7 @@ class ModelPool:
             return BUILTIN_MODELS[name]
         known = [*self.specs, *(n for n in BUILTIN_MODELS if n not in self.specs)]
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        hint = model_ref_hint(name, embedder) or (f"; did you mean '{close[0]}'?" if close else "")
+        hint = model_ref_hint(name, role) or (f"; did you mean '{close[0]}'?" if close else "")
         raise RecipeError(f"no model named '{name}' (models defined: {', '.join(known)}){hint}")
 
     def identity(self, name: str) -> str:
@@ -80,23 +82,32 @@ class ModelPool:
 
     def get(self, name: str) -> LM:
         """The language model ``name``, loaded on first use."""
-        model = self._build(name, embedder=False)
+        model = self._build(name, "lm")
         if not isinstance(model, LM):
-            raise ModelError(f"model '{name}' is a sentence_transformers embedder, not a language model; "
+            raise ModelError(f"model '{name}' is a {model.backend} model, not a language model; "
                              "name a transformers, openai or vllm entry here")
         return model
 
     def embedder(self, name: str) -> Embedder:
         """The sentence encoder ``name`` (its weights load on its first ``embed``)."""
-        model = self._build(name, embedder=True)
+        model = self._build(name, "embedder")
         if not isinstance(model, Embedder):
-            raise ModelError(f"model '{name}' is a language model ({model.backend}), not an embedder; "
+            raise ModelError(f"model '{name}' is a {model.backend} model, not an embedder; "
                              "an embedder is a models: entry with backend: sentence_transformers")
         return model
 
-    def _build(self, name: str, embedder: bool) -> Built:
+    def classifier(self, name: str) -> TextClassifier:
+        """The text classifier ``name`` (a fastText file or a sequence-classification model;
+        its weights load on its first ``score``)."""
+        model = self._build(name, "classifier")
+        if not isinstance(model, TextClassifier):
+            raise ModelError(f"model '{name}' is a {model.backend} model, not a text classifier; "
+                             "a classifier is a models: entry with backend: classifier")
+        return model
+
+    def _build(self, name: str, role: str) -> Built:
         if name not in self._models:
-            spec = self.spec(name, embedder)
+            spec = self.spec(name, role)
             identity = self.identity(name)
             cache = CallCache.for_model(identity, self.cache_root) if self.use_cache and isinstance(spec, LM_SPECS) else None
             self._models[name] = self._backend_class(spec)(name, spec, cache=cache, reporter=self.reporter,
@@ -157,6 +168,8 @@ class ModelPool:
             return VllmLM
         if isinstance(spec, SentenceTransformersSpec):
             return Embedder
+        if isinstance(spec, ClassifierSpec):
+            return TextClassifier
         raise TypeError(f"not a model spec: {spec!r}")
 
 

@@ -20,10 +20,11 @@ from .champ import ChampConfig, ChampSource
 from .files import CsvConfig, CsvSource, JsonlConfig, JsonlSource, ParquetConfig, ParquetSource
 from .formats import FORMATS, Format, file_format, read_records
 from .hf import HfDiskConfig, HfDiskSource, HfFilesConfig, HfFilesSource
+from .local_docs import LocalDocsConfig, LocalDocsSource
 from .normalise import FileSourceConfig
 
 SOURCES: dict[str, type[Source]] = {
-    cls.type: cls for cls in (JsonlSource, ParquetSource, CsvSource, HfDiskSource, HfFilesSource, ChampSource)
+    cls.type: cls for cls in (JsonlSource, ParquetSource, CsvSource, HfDiskSource, HfFilesSource, ChampSource, LocalDocsSource)
 }
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "FileSourceConfig",
     "Format",
     "HfDiskConfig",
+    "LocalDocsConfig",
+    "LocalDocsSource",
     "HfDiskSource",
     "HfFilesConfig",
     "HfFilesSource",

@@ -46,6 +46,8 @@ REASONS = (
     "text_too_long",  # a text is longer than max_chars
     "bad_messages",  # a messages list that is not a list of {role, content} turns
     "duplicate_id",  # an id already used by an earlier record
+    "not_text",  # a file that is not UTF-8 text (binary bytes, another encoding)
+    "too_short",  # a document with fewer words than the source's min_words
 )
 
 

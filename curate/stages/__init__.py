@@ -18,6 +18,7 @@ from .minhash import MinhashDedup
 from .mix import Mix
 from .perplexity import IfdScore, PerplexityFilter
 from .pii import PiiRedact
+from .quality import QualityClassifier
 from .rectify import Rectify
 from .select import SelectTarget
 from .semantic import SemanticDedup
@@ -26,8 +27,8 @@ from .verify import Verify
 REGISTRY: dict[str, type[Stage]] = {
     cls.name: cls
     for cls in (Confidence, Decontaminate, Difficulty, ExactDedup, ExtractText, HeuristicFilter, IfdScore, LanguageId,
-                LineFilter, LLM2LLM, MinhashDedup, Mix, PerplexityFilter, PiiRedact, Rectify, RejectionSample, SelectTarget,
-                SemanticDedup, Verify)
+                LineFilter, LLM2LLM, MinhashDedup, Mix, PerplexityFilter, PiiRedact, QualityClassifier, Rectify, RejectionSample,
+                SelectTarget, SemanticDedup, Verify)
 }
 
 # Stage names an earlier release used -> what replaced them (recipes get "renamed to ...").
@@ -39,6 +40,6 @@ RENAMED: dict[str, str] = {
 
 __all__ = [
     "REGISTRY", "RENAMED", "Confidence", "Decontaminate", "Difficulty", "ExactDedup", "ExtractText", "HeuristicFilter",
-    "IfdScore", "LanguageId", "LineFilter", "LLM2LLM", "MinhashDedup", "Mix", "PerplexityFilter", "PiiRedact", "Rectify",
-    "RejectionSample", "SelectTarget", "SemanticDedup", "Verify",
+    "IfdScore", "LanguageId", "LineFilter", "LLM2LLM", "MinhashDedup", "Mix", "PerplexityFilter", "PiiRedact", "QualityClassifier",
+    "Rectify", "RejectionSample", "SelectTarget", "SemanticDedup", "Verify",
 ]

@@ -7,7 +7,8 @@ The field holding the HTML is replaced by the extracted text (``html_column`` ke
 beside it). A row is rejected, its page kept as it came in the rejects, when:
 
 * ``binary``: the field holds NUL or mostly control characters;
-* ``not_html``: no HTML tag in its first 10,000 characters (plain text needs no extraction);
+* ``not_html``: no HTML tag in its first 10,000 characters (plain text needs no extraction;
+  ``non_html: keep`` passes such a row on as it is, for a pool of pages and plain documents);
 * ``too_large``: the page is over ``max_chars`` (trafilatura's time and memory grow with it);
 * ``extraction_timeout``: trafilatura took longer than ``timeout_s`` (a pathological page);
 * ``no_text_extracted``: trafilatura found no main text (a page of navigation and scripts).
@@ -20,6 +21,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from functools import partial
+from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field
@@ -43,6 +45,8 @@ class ExtractTextConfig(StageConfig):
     """Keep link targets in the text."""
     max_chars: int = Field(5_000_000, ge=1)
     """Reject pages longer than this (too_large)."""
+    non_html: Literal["reject", "keep"] = "reject"
+    """A row with no HTML tag: a not_html reject, or kept as it is (a pool of pages and plain documents)."""
     timeout_s: float | None = Field(10.0, gt=0)
     """Reject a page whose extraction takes longer (extraction_timeout); null: no limit."""
 
@@ -77,11 +81,13 @@ class ExtractText(Stage):
         if c.html_column:
             columns[c.html_column] = pa.array(pages, pa.string())
         out = with_columns(table, columns)
-        stats = {"extracted": sum(keep)}
+        plain = sum(1 for _, reason, detail in results if reason is None and detail == "plain")
+        stats = {"extracted": sum(keep) - plain, **({"kept_plain": plain} if c.non_html == "keep" else {})}
         for _, reason, _ in results:
             if reason is not None:
                 stats[reason] = stats.get(reason, 0) + 1
-        return split(out, keep, [r for _, r, _ in results], [d for _, _, d in results]).with_stats(stats)
+        return split(out, keep, [r for _, r, _ in results],
+                     [None if r is None else d for _, r, d in results]).with_stats(stats)
 
 
 def extract_pages(c: ExtractTextConfig, pages: list[str]) -> list[tuple[str | None, str | None, str | None]]:
@@ -95,6 +101,8 @@ def extract_page(c: ExtractTextConfig, page: str) -> tuple[str | None, str | Non
     if "\x00" in head or (head and controls > 0.3 * len(head)):
         return None, "binary", f"{controls:,} control characters in the first {len(head):,}"
     if not TAG.search(head):
+        if c.non_html == "keep":
+            return page, None, "plain"
         return None, "not_html", "no HTML tag in the first 10,000 characters"
     if len(page) > c.max_chars:
         return None, "too_large", f"{len(page):,} characters > max_chars {c.max_chars:,}"
@@ -111,8 +119,8 @@ def extract_page(c: ExtractTextConfig, page: str) -> tuple[str | None, str | Non
     return text.strip(), None, None
 
 
-class _Timeout(Exception):
-    pass
+class _Timeout(BaseException):
+    """Not an ``Exception``: trafilatura catches those inside (and would go on extracting)."""
 
 
 @contextmanager
