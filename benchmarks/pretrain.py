@@ -2,6 +2,7 @@
 docs/s of extract_text, language_id, line_filter and pii_redact against the same code in a loop.
 
     python benchmarks/pretrain.py [--docs 20000] [--per-language 400] [--html-pages 200] [--workers 2]
+                                  [--classifier-docs 100000]
 
 Documents: real text this machine holds -- the long description in the METADATA of every
 installed Python distribution, and the files of /usr/share/doc (READMEs, changelogs,
@@ -22,6 +23,10 @@ the first ``max_chars`` characters, as the stage reads them; ``line_filter``'s `
 ``pii.redact``; trafilatura's ``extract`` with the stage's settings, over pydoc's HTML page
 of every standard-library module): ``ratio`` = stage docs/s / loop docs/s. ``peak_rss_mb``:
 this process.
+
+quality_classifier (``classifier_*``): see ``classifier_figures``: precision of each method
+at picking held-out READMEs out of /usr/share/doc, and training / scoring time at
+``--classifier-docs`` documents.
 Last line: one JSON object.
 """
 
@@ -156,6 +161,7 @@ def main() -> None:
     p.add_argument("--per-language", type=int, default=400)
     p.add_argument("--html-pages", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--classifier-docs", type=int, default=100_000, help="documents quality_classifier scores (timed)")
     args = p.parse_args()
 
     log("labelled messages from /usr/share/locale:")
@@ -203,9 +209,74 @@ def main() -> None:
         figures[f"{name}_baseline_docs_per_s"] = n / base
         figures[f"{name}_ratio"] = base / seconds
         log(f"{name}: {n / seconds:,.0f} docs/s (a loop in one process: {n / base:,.0f})")
+    figures.update(classifier_figures(args.classifier_docs, args.workers))
     figures["workers"] = args.workers
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(figures))
+
+
+def classifier_figures(n_docs: int, workers: int) -> dict[str, object]:
+    """quality_classifier, both methods. Precision: positives are half the installed
+    distributions' READMEs (METADATA descriptions); the pool is the other half among the files
+    of /usr/share/doc; each method keeps as many rows as the pool has READMEs, and precision is
+    the READMEs' share of them (random: their share of the pool). Speed: ``n_docs`` local
+    documents scored after training on a tenth as many READMEs (cycled) against as many
+    negatives sampled from them; the baseline scores the same texts with the library alone
+    (fastText's ``predict`` a document at a time, as datatrove calls it; scikit-learn's
+    vectoriser and ``predict_proba`` over the whole list)."""
+    import tempfile
+
+    import numpy as np
+    import pyarrow as pa
+
+    from curate.algorithms import quality
+    from curate.sources import SOURCES
+    from curate.stage import StageContext, TableRows
+    from curate.stages import QualityClassifier
+
+    readmes = SOURCES["local_docs"](kinds=["metadata"], min_words=50, max_chars=100_000).read().kept.column("text").to_pylist()
+    others = SOURCES["local_docs"](kinds=["doc"], min_words=50, max_chars=100_000,
+                                   limit_per_kind=3000).read().kept.column("text").to_pylist()
+    order = np.random.default_rng(0).permutation(len(readmes))
+    positives = [readmes[i] for i in order[: len(readmes) // 2]]
+    held = [readmes[i] for i in order[len(readmes) // 2 :]]
+    pool = pa.table({"id": [f"r{k}" for k in range(len(held))] + [f"o{k}" for k in range(len(others))],
+                     "text": held + others})
+    out: dict[str, object] = {"classifier_positives": len(positives), "classifier_pool": pool.num_rows,
+                              "classifier_random_precision": len(held) / pool.num_rows}
+    ctx = StageContext(workers=workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        pos_file = Path(tmp) / "positives.jsonl"
+        pos_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in positives))
+        many = documents(n_docs)
+        pos_many = [readmes[k % len(readmes)] for k in range(max(2, n_docs // 10))]
+        many_file = Path(tmp) / "many.jsonl"
+        many_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in pos_many))
+        corpus = pa.table({"id": [f"d{k}" for k in range(len(many))], "text": many})
+        for method in ("hashed_linear", "fasttext"):
+            extra = {"epochs": 25, "learning_rate": 0.5} if method == "fasttext" else {}
+            kept = QualityClassifier(positives=str(pos_file), method=method, top_fraction=len(held) / pool.num_rows,
+                                     **extra)(pool, ctx).kept.column("id").to_pylist()
+            precision = sum(k.startswith("r") for k in kept) / max(1, len(kept))
+            stage = QualityClassifier(positives=str(many_file), method=method, **extra)
+            t_train, prepared = timed(stage.prepare, TableRows(corpus), ctx)
+            t_score, _ = timed(prepared.score, corpus, ctx)
+            model = quality.Trained(prepared._trained[0], stage.config.settings())
+            lines = [t[: stage.config.max_chars] for t in many]
+            if method == "fasttext":
+                ft = model._ft.model
+                t_base, _ = timed(lambda: [ft.predict(quality.normalise(t, model.settings)) for t in lines])
+            else:
+                t_base, _ = timed(model.probability, lines)
+            out.update({f"classifier_{method}_precision": precision, f"classifier_{method}_train_s": t_train,
+                        f"classifier_{method}_train_docs": 2 * len(pos_many),
+                        f"classifier_{method}_score_docs_per_s": len(many) / t_score,
+                        f"classifier_{method}_baseline_score_docs_per_s": len(many) / t_base})
+            log(f"quality_classifier {method}: precision {precision:.3f} (random {len(held) / pool.num_rows:.3f}); "
+                f"training on {2 * len(pos_many):,} docs {t_train:.1f} s, scoring {len(many) / t_score:,.0f} docs/s "
+                f"(library alone: {len(many) / t_base:,.0f})")
+    out["classifier_docs"] = n_docs
+    return out
 
 
 if __name__ == "__main__":

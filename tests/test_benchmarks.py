@@ -130,14 +130,16 @@ def smoke_scale(folder: Path, request) -> list[str]:
 
 def check_scale(figures: dict, folder: Path) -> None:
     assert figures["errors"] is None and figures["docs"] == 3000
-    positive(figures, "local_docs_per_s", "ray_docs_per_s", "local_peak_rss_mb", "ray_peak_rss_mb", "time_exponent")
+    positive(figures, "local_docs_per_s", "ray_docs_per_s", "local_peak_rss_mb", "ray_peak_rss_mb")
+    # at 1,000 and 3,000 documents start-up costs dominate, so the exponent can come out below 0 here
+    assert math.isfinite(figures["time_exponent"])
     assert figures["same_kept_ids"] is True and figures["same_fingerprint"] is True
     assert {(r["size"], r["executor"]) for r in figures["runs"]} == {(n, e) for n in (1000, 3000) for e in ("local", "ray")}
     assert all(r["processes"] > 2 for r in figures["runs"] if r["executor"] == "ray")  # the cluster's processes counted
 
 
 def smoke_pretrain(folder: Path, request) -> list[str]:
-    return ["--docs", "300", "--per-language", "30", "--html-pages", "10", "--workers", "2"]
+    return ["--docs", "300", "--per-language", "30", "--html-pages", "10", "--workers", "2", "--classifier-docs", "300"]
 
 
 def check_pretrain(figures: dict, folder: Path) -> None:
@@ -149,6 +151,11 @@ def check_pretrain(figures: dict, folder: Path) -> None:
     assert figures["language_id_accuracy"] > 0.8  # far above chance (1 in 97), even on 30 messages a language
     assert set(figures["language_id_per_language"]) == {"en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "sv", "cs",
                                                          "ja", "zh", "fi", "da", "tr", "uk", "hu", "ro", "ko", "vi"}
+    assert figures["classifier_docs"] == 300
+    for method in ("hashed_linear", "fasttext"):
+        positive(figures, *(f"classifier_{method}_{k}" for k in ("train_s", "score_docs_per_s", "baseline_score_docs_per_s")))
+        # a classifier of READMEs finds held-out READMEs far more often than picking at random
+        assert figures[f"classifier_{method}_precision"] > 3 * figures["classifier_random_precision"]
 
 
 # Started in this order; lm_scoring last, so that the others run while the session's tiny LM
