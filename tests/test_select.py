@@ -224,6 +224,17 @@ def test_a_champ_category_is_a_target(tmp_path):
     assert sum(c == "Sequence" for c in kept.column("category").to_pylist()) >= 40
 
 
+def test_text_rows_are_selected_by_their_text_by_default(tmp_path):
+    """A pretraining pool (text rows) needs no field: the default reads ``text``."""
+    docs = SOURCES["local_docs"](kinds=["pydoc"], limit_per_kind=20).read().kept
+    target = tmp_path / "target.jsonl"
+    target.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs.column("text").to_pylist()[:5]))
+    pool = pa.table({"id": [f"d{i}" for i in range(docs.num_rows)], "text": docs.column("text")})
+    kept = SelectTarget(target=str(target), method="dsir", budget=5, top_k=True)(pool).kept.column("id").to_pylist()
+    assert kept and set(kept) <= {f"d{i}" for i in range(docs.num_rows)}
+    assert sum(k in {"d0", "d1", "d2", "d3", "d4"} for k in kept) >= 3  # the target's own documents score highest
+
+
 def test_bad_configs_name_the_field():
     with pytest.raises(RecipeError, match="exactly one of budget"):
         SelectTarget(target="x.jsonl")

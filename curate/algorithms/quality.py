@@ -129,6 +129,33 @@ class Trained:
         return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
 
 
+def probabilities(data: bytes, s: TrainSettings, texts: list[str], workers: int = 1, batch: int = 2_000,
+                  loaded: Trained | None = None) -> np.ndarray:
+    """``Trained(data, s).probability(texts)``, in ``workers`` forked processes when there are
+    several batches: each worker loads the model once (its bytes sent once per worker, not
+    per batch)."""
+    if workers <= 1 or len(texts) <= batch:
+        return (loaded or Trained(data, s)).probability(texts)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    parts = [texts[i : i + batch] for i in range(0, len(texts), batch)]
+    with ProcessPoolExecutor(min(workers, len(parts)), mp_context=multiprocessing.get_context("fork"),
+                             initializer=_worker_start, initargs=(data, s)) as pool:
+        return np.concatenate(list(pool.map(_worker_score, parts)))
+
+
+_WORKER: dict[str, Trained] = {}  # a scoring worker process's model (the process ends with the scoring)
+
+
+def _worker_start(data: bytes, s: TrainSettings) -> None:
+    _WORKER["model"] = Trained(data, s)
+
+
+def _worker_score(texts: list[str]) -> np.ndarray:
+    return _WORKER["model"].probability(texts)
+
+
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, held-out) indices of ``n`` items, the held-out share ``fraction`` (at least one
     item when there are two or more, none when ``fraction`` is 0)."""

@@ -137,18 +137,17 @@ class _SequenceClassifier:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from .hf import quiet_transformers
+        from .hf import device_and_dtype, quiet_transformers
 
-        device = spec.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = spec.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
-        with quiet_transformers():
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=spec.trust_remote_code)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, local_files_only=True, trust_remote_code=spec.trust_remote_code, dtype=getattr(torch, dtype))
+        device, dtype = device_and_dtype(spec.device, spec.dtype)
+        try:
+            with quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                               trust_remote_code=spec.trust_remote_code)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    path, local_files_only=True, trust_remote_code=spec.trust_remote_code, dtype=getattr(torch, dtype))
+        except Exception as e:  # noqa: BLE001 - OSError, ValueError, unknown architectures: all mean "cannot load it"
+            raise ModelError(f"cannot load the sequence classifier in {path}: {type(e).__name__}: {e}") from None
         self.model, self.device, self.spec = model.to(device).eval(), device, spec
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

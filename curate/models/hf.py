@@ -216,18 +216,24 @@ def _eos_ids(model: Any, tok: Any) -> list[int]:
     return ids
 
 
+def device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
+    """``auto`` resolved: the GPU when there is one; bfloat16 on a GPU that supports it, else float32."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    return device, dtype
+
+
 def _load(path: Path, spec: TransformersSpec) -> tuple[Any, Any, str]:
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
         raise ModelError(f"the transformers backend needs torch and transformers: pip install 'curate[embed]' ({e})") from None
-    device = spec.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = spec.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    device, dtype = device_and_dtype(spec.device, spec.dtype)
     try:
         with quiet_transformers():
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=spec.trust_remote_code)

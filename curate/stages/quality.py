@@ -244,7 +244,8 @@ class QualityClassifier(Stage):
                 raise StageError(f"{self.name}: score() before prepare(): the classifier is not trained")
             if self._scorer is None:
                 self._scorer = quality.Trained(self._trained[0], c.settings())
-            score = self._scorer.probability
+            scores = quality.probabilities(self._trained[0], c.settings(), values, ctx.workers, SCORE_BATCH, self._scorer)
+            return with_columns(table, {"quality_score": pa.array(scores, pa.float64())})
         parts = [score(values[i : i + SCORE_BATCH]) for i in range(0, len(values), SCORE_BATCH)]
         scores = np.concatenate(parts) if parts else np.zeros(0)
         return with_columns(table, {"quality_score": pa.array(scores, pa.float64())})

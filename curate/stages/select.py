@@ -74,8 +74,9 @@ class SelectTargetConfig(StageConfig):
     """How many rows to keep (give this or fraction)."""
     fraction: float | None = Field(None, gt=0, le=1)
     """Share of the input rows to keep (give this or budget)."""
-    field: str = "conversation"
-    """The text of a pool row compared with the target: conversation, prompt, response, text or a string column."""
+    field: str | None = None
+    """The text of a pool row compared with the target: conversation, prompt, response, text or a string column;
+    None = the whole conversation of an SFT row, ``text`` of a text row."""
     target_field: str | None = None
     """The text of a target row; None = field for SFT targets, text for text targets."""
     max_chars: int = Field(1000, ge=1)
@@ -158,7 +159,8 @@ class SelectTarget(Stage):
         target = ref.load()
         if target.num_rows == 0:
             raise StageError(f"{self.name}: the target {ref.label} holds no rows")
-        target_field = c.target_field or (c.field if "messages" in target.column_names else "text")
+        field = c.field or ("conversation" if "messages" in rows.column_names else "text")
+        target_field = c.target_field or (field if "messages" in target.column_names else "text")
         target_text = [t[: c.max_chars] for t in texts(target, target_field)]
         stats: dict[str, int | float] = {"candidates": n, "target_rows": target.num_rows}
         if n == 0:
@@ -166,8 +168,8 @@ class SelectTarget(Stage):
                             stats=stats)
 
         def pool_text():
-            for batch in rows.scan(text_columns(c.field, rows.column_names), READ_ROWS):
-                yield [t[: c.max_chars] for t in texts(batch, c.field)]
+            for batch in rows.scan(text_columns(field, rows.column_names), READ_ROWS):
+                yield [t[: c.max_chars] for t in texts(batch, field)]
 
         if c.method == "dsir":
             score, order = self.dsir(pool_text, target_text, k, ctx, stats)
