@@ -117,7 +117,8 @@ def test_a_recipe_needs_no_models_section_for_the_built_in_embedder(tmp_path):
     assert r.models == {} and r.stages[0].models_used() == ["minilm"] and "minilm" in BUILTIN_MODELS
     result = r.pipeline().run(store=tmp_path / "store", workers=1)
     assert result.final.num_rows == 3  # two paraphrase pairs collapse
-    assert result.describe_model_calls() == ["minilm: 5 texts embedded"]
+    embedded = result.model_calls["minilm"]
+    assert embedded.calls + embedded.cached == 5  # each distinct text once (the session's cache may hold some)
     again = r.pipeline().run(store=tmp_path / "store", workers=1)
     assert again.all_cached and again.model_calls == {}
 
@@ -185,8 +186,8 @@ def test_each_field_names_a_model_of_its_kind(tmp_path):
 
 def test_the_pool_closes_the_embedders_it_loaded_and_not_those_given(pool):
     given = pool.embedder("minilm")
-    given.embed(["warm"])
-    run = ModelPool({"given": given})
+    given.dimension()  # loads its weights
+    run = ModelPool({"given": given}, cache=False)  # no vector cache: embed() below must load the weights
     own = run.embedder("minilm")
     own.embed(["a text"])
     assert own.loaded and set(run.used()) == {"given", "minilm"}
@@ -243,3 +244,26 @@ def test_a_borrowed_model_goes_through_the_pool_for_one_block_then_is_freed_and_
             with pool.borrowed("ref", {"backend": "transformers", "model": str(tiny_lm)}):
                 pass
         assert "ref" in pool  # a clash leaves the run's own entry alone
+
+
+def test_a_second_selection_over_the_same_pool_embeds_nothing(tmp_path, monkeypatch):
+    """Vectors are cached on disk by model identity and text: another selection over the
+    same pool (another budget, so the step itself is not cached) reads them back."""
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))  # an empty cache, not the session's
+    from curate import Pipeline
+    from curate.sources import SOURCES
+    from curate.stages import SelectTarget
+
+    source = SOURCES["champ"](limit_problems=4, models=["GPT-4"])
+    target = {"type": "champ", "include_model_solutions": False, "include_reference": True, "limit_problems": 2}
+    first = Pipeline([SelectTarget(target=target, budget=10, field="response")], source, name="a").run(tmp_path / "s")
+    embedded = first.model_calls["minilm"]
+    assert embedded.calls > 0 and embedded.cached == 0
+    second = Pipeline([SelectTarget(target=target, budget=5, field="response")], source, name="b").run(tmp_path / "s")
+    assert not second.steps[-1].cached
+    again = second.model_calls["minilm"]
+    assert again.calls == 0 and again.cached == embedded.calls
+    assert second.describe_model_calls() == [f"minilm: 0 texts embedded, {embedded.calls:,} from the cache"]
+    kept_first = first.final.table().column("selection_score").to_pylist()
+    assert sorted(kept_first, reverse=True)[:5] == sorted(second.final.table().column("selection_score").to_pylist(),
+                                                          reverse=True)  # the same vectors, the same scores

@@ -85,7 +85,7 @@ def test_an_sft_rows_response_is_cleaned_and_a_field_that_is_no_text_is_named():
         LineFilter(field="n")(table)
 
 
-def test_bad_input_is_a_reject_with_a_reason_in_each_pretraining_stage():
+def test_bad_input_is_a_reject_with_a_reason_in_each_pretraining_stage(tmp_path):
     """Binary bytes, a 50 MB document and text left empty by cleaning: rejects with reasons
     (or, for pii_redact, which rejects nothing, edited and kept); the run goes on."""
     from curate.stages import LanguageId, PiiRedact
@@ -101,3 +101,13 @@ def test_bad_input_is_a_reject_with_a_reason_in_each_pretraining_stage():
     assert sorted(out.kept.column("id").to_pylist()) == ["good", "huge"]
     assert set(out.rejected.column("reason").to_pylist()) == {"language"}
     assert len(PiiRedact()(table).kept) == 4
+    # quality_classifier scores every row, the 50 MB one by its first max_chars, the binary and the empty ones too
+    import json
+
+    from curate.stages import QualityClassifier
+
+    positives = tmp_path / "positives.jsonl"
+    positives.write_text("".join(json.dumps({"text": page()}) + "\n" for _ in range(3)))
+    out = QualityClassifier(positives=str(positives), top_fraction=0.5)(table)
+    assert len(out.kept) + len(out.rejected) == 4 and set(out.rejected.column("reason").to_pylist()) == {"low_quality"}
+    assert "good" in out.kept.column("id").to_pylist()  # a copy of the positives scores highest

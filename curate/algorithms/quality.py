@@ -21,7 +21,8 @@ Two trainers, the same interface:
 ``benchmarks/pretrain.py`` measures both (precision@k of held-out documents of the positives'
 domain, training and scoring docs/s) and docs/pretraining.md keeps the numbers;
 ``hashed_linear`` is the default: as precise or more with a few hundred positives, no
-compiled extra, deterministic (fastText's SGD can diverge to NaN on small sets).
+compiled extra, deterministic (fastText's SGD can diverge to NaN on small sets; it is trained
+in a process of its own, see ``_train_fasttext``).
 
 A trained model is bytes (a fastText ``.bin``, or an ``.npz`` of the linear weights), so it
 is a cacheable artifact keyed by its training texts and settings, and travels to Ray tasks.
@@ -76,18 +77,38 @@ def train(positives: list[str], negatives: list[str], s: TrainSettings) -> bytes
 
 
 def _train_fasttext(positives: list[str], negatives: list[str], s: TrainSettings) -> bytes:
-    ft = fasttext_module()
+    """fastText trained in a fresh (spawned) process: measured, the same data and settings
+    gave a degenerate model inside a long-lived process that had run Ray, torch and forked
+    workers, and the right one in a fresh one; a process of its own makes the result depend
+    on the data and settings alone."""
+    fasttext_module()  # here, so a missing package is this process's clear error
     lines = [f"{FASTTEXT_HQ} {normalise(t, s)}" for t in positives] + [f"{FASTTEXT_LQ} {normalise(t, s)}" for t in negatives]
     random.Random(s.seed).shuffle(lines)  # fastText reads its file in order: mixed classes learn better
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     with tempfile.TemporaryDirectory(prefix="curate-fasttext-") as tmp:
         data, out = os.path.join(tmp, "train.txt"), os.path.join(tmp, "model.bin")
         with open(data, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
-        model = ft.train_supervised(input=data, dim=s.dim, epoch=s.epochs, lr=s.learning_rate, wordNgrams=s.word_ngrams,
-                                    bucket=s.buckets, minCount=s.min_count, thread=1, seed=s.seed, verbose=0)
-        model.save_model(out)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            error = pool.submit(_fasttext_process, data, out, s).result()
+        if error:
+            raise RuntimeError(error)
         with open(out, "rb") as f:
             return f.read()
+
+
+def _fasttext_process(data: str, out: str, s: TrainSettings) -> str | None:
+    """In the spawned process: train, save; the error's message, or None."""
+    try:
+        model = fasttext_module().train_supervised(
+            input=data, dim=s.dim, epoch=s.epochs, lr=s.learning_rate, wordNgrams=s.word_ngrams, bucket=s.buckets,
+            minCount=s.min_count, thread=1, seed=s.seed, verbose=0)
+        model.save_model(out)
+    except (RuntimeError, ValueError) as e:  # "Encountered NaN": the SGD diverged
+        return str(e)
+    return None
 
 
 def _vectorizer(s: TrainSettings) -> Any:

@@ -58,6 +58,11 @@ class CallCache:
     def for_model(cls, identity: str, root: str | os.PathLike | None = None) -> CallCache:
         return cls(cache_root(root) / "calls" / f"{identity}.sqlite")
 
+    @classmethod
+    def for_embedder(cls, identity: str, root: str | os.PathLike | None = None) -> CallCache:
+        """An embedder's vectors (text hash -> float32 bytes)."""
+        return cls(cache_root(root) / "embeddings" / f"{identity}.sqlite")
+
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:

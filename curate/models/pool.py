@@ -84,7 +84,7 @@ class ModelPool:
         """The language model ``name``, loaded on first use."""
         model = self._build(name, "lm")
         if not isinstance(model, LM):
-            raise ModelError(f"model '{name}' is a {model.backend} model, not a language model; "
+            raise ModelError(f"model '{name}' is a {_kind(model)}, not a language model; "
                              "name a transformers, openai or vllm entry here")
         return model
 
@@ -92,7 +92,7 @@ class ModelPool:
         """The sentence encoder ``name`` (its weights load on its first ``embed``)."""
         model = self._build(name, "embedder")
         if not isinstance(model, Embedder):
-            raise ModelError(f"model '{name}' is a {model.backend} model, not an embedder; "
+            raise ModelError(f"model '{name}' is a {_kind(model)}, not an embedder; "
                              "an embedder is a models: entry with backend: sentence_transformers")
         return model
 
@@ -101,7 +101,7 @@ class ModelPool:
         its weights load on its first ``score``)."""
         model = self._build(name, "classifier")
         if not isinstance(model, TextClassifier):
-            raise ModelError(f"model '{name}' is a {model.backend} model, not a text classifier; "
+            raise ModelError(f"model '{name}' is a {_kind(model)}, not a text classifier; "
                              "a classifier is a models: entry with backend: classifier")
         return model
 
@@ -109,7 +109,11 @@ class ModelPool:
         if name not in self._models:
             spec = self.spec(name, role)
             identity = self.identity(name)
-            cache = CallCache.for_model(identity, self.cache_root) if self.use_cache and isinstance(spec, LM_SPECS) else None
+            cache = None
+            if self.use_cache and isinstance(spec, LM_SPECS):
+                cache = CallCache.for_model(identity, self.cache_root)
+            elif self.use_cache and isinstance(spec, SentenceTransformersSpec):
+                cache = CallCache.for_embedder(identity, self.cache_root)
             self._models[name] = self._backend_class(spec)(name, spec, cache=cache, reporter=self.reporter,
                                                             store=self.store, cache_root=self.cache_root)
         return self._models[name]
@@ -171,6 +175,14 @@ class ModelPool:
         if isinstance(spec, ClassifierSpec):
             return TextClassifier
         raise TypeError(f"not a model spec: {spec!r}")
+
+
+def _kind(model: Built) -> str:
+    if isinstance(model, Embedder):
+        return "sentence_transformers embedder"
+    if isinstance(model, TextClassifier):
+        return "text classifier"
+    return f"language model ({model.backend})"
 
 
 @contextmanager
