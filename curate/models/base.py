@@ -157,13 +157,16 @@ class LM(ABC):
                 track: Track | None, description: str) -> list:
         out: list = [None] * len(requests)
         found = self.cache.get_many(keys) if self.cache is not None else {}
-        todo = []
+        todo, first, repeats = [], {}, []
         for i, k in enumerate(keys):
             if k in found:
                 out[i] = decode(found[k])
+            elif k in first:  # the same request again in this call: one answer for both, as a rerun
+                repeats.append((i, first[k]))  # (which reads the one cached answer) would give them
             else:
+                first[k] = i
                 todo.append(i)
-        self.stats.cached += len(requests) - len(todo)
+        self.stats.cached += len(requests) - len(todo) - len(repeats)
         chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
         if track is not None and chunks:
             chunks = track(chunks, total=len(chunks), description=f"{self.name}: {description} ({len(todo):,} requests)")
@@ -176,6 +179,8 @@ class LM(ABC):
                 out[i] = r
             if self.cache is not None:
                 self.cache.put_many([(keys[i], encode(r)) for i, r in zip(chunk, results)])
+        for i, j in repeats:
+            out[i] = decode(encode(out[j]))  # a copy: no two rows share one object
         return out
 
 
