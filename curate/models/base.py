@@ -166,7 +166,7 @@ class LM(ABC):
             else:
                 first[k] = i
                 todo.append(i)
-        self.stats.cached += len(requests) - len(todo) - len(repeats)
+        self.stats.cached += len(requests) - len(todo)  # a repeat is answered without a call too
         chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
         if track is not None and chunks:
             chunks = track(chunks, total=len(chunks), description=f"{self.name}: {description} ({len(todo):,} requests)")
