@@ -51,15 +51,17 @@ Measures
   itself (the same for every tool; column "loaded" shows it: ~300 MB at 100k, ~2 GB at 1M).
 * **pair precision / recall / F1**: a tool's output is, for every removed row r, the row
   ``dup(r)`` it was removed for (``duplicate_of``; rensa's and datasketch's loops give one
-  too). Following ``dup`` to a kept row puts every row in a group (a kept row and everything
-  removed for it). *Pair precision* = share of the asserted pairs (r, dup(r)) whose true
+  too). *Pair precision* = share of the asserted pairs (r, dup(r)) whose true
   Jaccard is >= 0.8 (a pair joined only through a chain A~B~C counts as wrong if A and C are
-  not near-duplicates). *Pair recall* = share of truth pairs whose two rows end up in the same
-  group (so one of them was removed because of the other, directly or through its group).
+  not near-duplicates). *Pair recall* = share of truth pairs of which at least one row was
+  removed (a pair with both rows kept is a near-duplicate left in the output; B~C where B
+  went for A and C does not resemble A is resolved: one of them is gone).
 * **removal precision / recall / F1**: a row *should be removed* iff it has a truth pair with
-  an earlier row (row order = id order). Removal precision = share of removed rows that should
-  be; recall = share of should-be-removed rows that were. This is tool-independent and is what
-  "keep first" means: after removing exactly these rows no truth pair is left in the corpus.
+  an earlier row that is itself kept (row order = id order; the keep-first rule applied to the
+  truth: A~B~C with J(A, C) < 0.8 removes B and keeps C). Removal precision = share of removed
+  rows that should be; recall = share of should-be-removed rows that were. This is
+  tool-independent and is what "keep first" means: after removing exactly these rows no truth
+  pair is left in the corpus, and every removed row had a kept near-duplicate.
 
 The last line printed is one JSON object: ``docs``, ``docs_per_s``, ``precision``, ``recall``,
 ``f1``, ``removal_f1``, ``peak_rss_mb`` for curate; ``datasketch_*``, ``datasketch_update_*``
@@ -215,7 +217,7 @@ def run_curate_stream(corpus: Path, workers: int, options: dict | None = None) -
 
     config = MinhashDedup(ngram=NGRAM, num_perm=NUM_PERM, threshold=THRESHOLD, **(options or {})).config
     t0 = time.perf_counter()
-    kept_of, _ = dedup_parquet(str(corpus), "text", config, StageContext(workers=workers))
+    kept_of, _, _ = dedup_parquet(str(corpus), "text", config, StageContext(workers=workers))
     wall = time.perf_counter() - t0
     return wall, np.where(kept_of == np.arange(len(kept_of)), -1, kept_of)
 
@@ -364,6 +366,18 @@ def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
+def should_remove(n: int, ti: np.ndarray, tj: np.ndarray) -> np.ndarray:
+    """Keep-first over the truth itself: in row order, a row is removed when a truth partner
+    before it was kept (written here independently of curate's ``graph.keep_in_order``)."""
+    earlier: dict[int, list[int]] = {}
+    for i, j in zip(ti.tolist(), tj.tolist()):  # truth pairs are i < j
+        earlier.setdefault(j, []).append(i)
+    removed = np.zeros(n, dtype=bool)
+    for j in sorted(earlier):
+        removed[j] = any(not removed[i] for i in earlier[j])
+    return removed
+
+
 def accuracy(dup: np.ndarray, truth: dict[str, np.ndarray]) -> dict:
     """Pair and removal precision/recall/F1 of one tool's output on rows 0..len(dup)-1."""
     n = len(dup)
@@ -371,12 +385,6 @@ def accuracy(dup: np.ndarray, truth: dict[str, np.ndarray]) -> dict:
     ti, tj = truth["i"][sel], truth["j"][sel]
     truth_keys = np.unique(ti * n + tj)
     removed = dup >= 0
-    root = np.where(removed, dup, np.arange(n))
-    for _ in range(64):  # follow chains r -> dup(r) -> ... to a kept row
-        nxt = root[root]
-        if np.array_equal(nxt, root):
-            break
-        root = nxt
     r = np.flatnonzero(removed)
     k = dup[r]
     hits = np.isin(np.minimum(r, k) * n + np.maximum(r, k), truth_keys)
@@ -385,9 +393,8 @@ def accuracy(dup: np.ndarray, truth: dict[str, np.ndarray]) -> dict:
     # (A~B~C, C removed for A): the cost of closing clusters, not of false candidates
     _, component = connected_components(coo_matrix((np.ones(len(ti)), (ti, tj)), shape=(n, n)), directed=False)
     chained = int((~hits & (component[r] == component[k])).sum())
-    pair_r = float((root[ti] == root[tj]).mean()) if len(ti) else 1.0
-    should = np.zeros(n, dtype=bool)
-    should[tj] = True
+    pair_r = float((removed[ti] | removed[tj]).mean()) if len(ti) else 1.0
+    should = should_remove(n, ti, tj)
     rem_p = float((removed & should).sum() / removed.sum()) if removed.any() else 1.0
     rem_r = float((removed & should).sum() / should.sum()) if should.any() else 1.0
     return {

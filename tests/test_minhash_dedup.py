@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from datasketch import MinHash
 
-from curate.algorithms import lsh
+from curate.algorithms import graph, lsh
 from curate.errors import RecipeError
 from curate.stage import StageContext
 from curate.stages import MinhashDedup
@@ -163,16 +163,46 @@ def test_optimal_bands_match_datasketch_and_recall_bands_find_pairs_at_threshold
     assert bands * rows <= 128 and lsh.candidate_probability(0.8, bands, rows) >= 0.99
 
 
-def test_exact_duplicates_always_collide_and_chains_form_one_cluster_keeping_the_first():
-    doc = real_documents()[0]
-    words = doc.split()
-    a_, c_ = " ".join(words[:140]), " ".join(words[10:150])   # A ~ B ~ C, A and C further apart
-    b_ = " ".join(words[5:145])
+def test_exact_duplicates_always_collide_and_a_chain_removes_only_direct_look_alikes():
+    words = real_documents(200)[0].split()
+    a_, b_, c_ = " ".join(words[:140]), " ".join(words[7:147]), " ".join(words[14:154])
+    # J(a, b) = 0.87, J(b, c) = 0.93, J(a, c) = 0.81: at 0.85 a chain a ~ b ~ c, but c does not resemble a
     table = pa.table({"id": ["a", "b", "c", "a2"], "text": [a_, b_, c_, a_]})
     out = MinhashDedup(threshold=0.85)(table)
-    assert out.kept.column("id").to_pylist() == ["a"]
-    assert set(out.rejected.column("duplicate_of").to_pylist()) == {"a"}
-    assert set(out.kept.column("dup_cluster").to_pylist()) == {"a"}
+    # b goes for a; c's only look-alike, b, is gone, so c stays (connected components removed it for a)
+    assert out.kept.column("id").to_pylist() == ["a", "c"]
+    assert dict(zip(*out.rejected.select(["id", "duplicate_of"]).to_pydict().values())) == {"b": "a", "a2": "a"}
+    assert set(out.kept.column("dup_cluster").to_pylist()) == {"a"}  # one cluster for analysis, named by its first row
+    assert len(MinhashDedup(threshold=0.8)(table).kept) == 1  # at 0.8, c resembles a itself
+
+
+def test_every_removed_row_is_removed_for_a_kept_row_it_resembles(corpus):
+    """The keep rule on real text with chains (edits of one passage resemble it but not always
+    each other): every removed row's ``duplicate_of`` is kept and has true Jaccard >= the
+    threshold with it -- on the driver and in the plan's tasks, with tight and loose bands --
+    and some rows of a cluster stay because their only look-alikes went."""
+    from curate.stage import LocalPlan
+
+    table, _, truth = corpus
+    ids = table.column("id").to_pylist()
+    idx = {r: k for k, r in enumerate(ids)}
+    for options, driver_pairs in (({}, None), ({}, 0), ({"bands": 16, "rows": 2}, None), ({"bands": 16, "rows": 2}, 0)):
+        ctx = StageContext()
+        if driver_pairs is not None:
+            ctx.plan = LocalPlan(ctx, 200, driver_pairs=driver_pairs)
+            ctx.plan.partitions = 3
+        out = MinhashDedup(**options)(table, ctx)
+        kept = set(out.kept.column("id").to_pylist())
+        removed = out.rejected.select(["id", "duplicate_of"]).to_pylist()
+        assert len(removed) > 50
+        for r in removed:
+            assert r["duplicate_of"] in kept, r
+            pair = tuple(sorted((idx[r["id"]], idx[r["duplicate_of"]])))
+            assert pair in truth, r  # truth: every pair with exact word-5-gram Jaccard >= 0.8
+        kept_idx = {idx[k] for k in kept}
+        assert sum(i in kept_idx and j in kept_idx for i, j in truth) <= 0.01 * len(truth), options
+        chained = [r for r in out.kept.to_pylist() if r["dup_cluster"] != r["id"]]
+        assert chained, "no row kept in another row's cluster: the corpus has no chain to test"
 
 
 def test_empty_and_too_short_texts_get_no_signature_and_are_kept():
@@ -274,11 +304,13 @@ def test_streaming_parquet_path_matches_the_stage(corpus, tmp_path):
     table, _, _ = corpus
     path = tmp_path / "corpus.parquet"
     pq.write_table(table, path, row_group_size=100)
-    kept_of, jac = dedup_parquet(str(path), "text", MinhashDedup(batch_size=64).config, StageContext(workers=2))
+    kept_of, jac, cluster_of = dedup_parquet(str(path), "text", MinhashDedup(batch_size=64).config, StageContext(workers=2))
     out = MinhashDedup()(table)
     ids = table.column("id").to_pylist()
-    by_id = {r["id"]: r["dup_cluster"] for t in (out.kept, out.rejected) for r in t.to_pylist()}
-    assert [ids[k] for k in kept_of] == [by_id[i] for i in ids]
+    partner = {r["id"]: r["id"] for r in out.kept.to_pylist()} | {r["id"]: r["duplicate_of"] for r in out.rejected.to_pylist()}
+    cluster = {r["id"]: r["dup_cluster"] for t in (out.kept, out.rejected) for r in t.to_pylist()}
+    assert [ids[k] for k in kept_of] == [partner[i] for i in ids]
+    assert [ids[k] for k in cluster_of] == [cluster[i] for i in ids]
 
 
 def test_candidate_pairs_are_the_same_however_the_band_hashes_are_partitioned(corpus):
@@ -361,3 +393,29 @@ def test_large_star_small_star_finds_the_connected_components(shape):
     np.minimum.at(smallest, labels, np.arange(n))
     for parts in (1, 2, 7):
         assert np.array_equal(graph.star_components(n, pairs, parts), smallest[labels]), parts
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_keep_in_order_keeps_an_independent_set_and_removes_each_row_for_an_earlier_kept_neighbour(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    pairs = rng.integers(0, n, (600 + 200 * seed, 2))
+    order = rng.permutation(n)
+    partner = graph.keep_in_order(order, pairs)
+    rank = np.empty(n, int)
+    rank[order] = np.arange(n)
+    neighbours = {k: set() for k in range(n)}
+    for a, b in pairs.tolist():
+        if a != b:
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    kept = {k for k in range(n) if partner[k] < 0}
+    for k in range(n):
+        earlier_kept = sorted((m for m in neighbours[k] if m in kept and rank[m] < rank[k]), key=lambda m: rank[m])
+        if k in kept:
+            assert not earlier_kept and not (neighbours[k] & kept), k  # no edge joins two kept nodes
+        else:
+            assert earlier_kept and partner[k] == earlier_kept[0], k  # removed for its first kept neighbour
+    assert graph.keep_in_order(np.array([0, 1, 2]), np.array([[0, 1], [1, 2]])).tolist() == [-1, 0, -1]  # a chain
+    assert graph.keep_in_order(np.array([2, 1, 0]), np.array([[0, 1], [1, 2]])).tolist() == [-1, 2, -1]
+    assert graph.keep_in_order(np.array([1, 0, 2]), np.array([[0, 1], [1, 2]])).tolist() == [1, -1, 1]

@@ -57,6 +57,46 @@ def test_the_last_number_is_the_fallback():
     assert answer("Total: 3x + 4 and then -12") == ("-12", "last_number")  # "3x" is not a number, "-12" is
 
 
+def test_the_fallback_is_conservative_on_real_champ_conclusions():
+    """The misreads of real CHAMP conclusions the last-number rule made, each now right."""
+    # a word fragment is never an answer: "non-negative" gave "non", judged false
+    body = "Each factor is a square, so its value is at least 0.\nTherefore, all factors are non-negative."
+    assert answer(body) is None and check_answer(None, "4") is None  # unknown, not false
+    # a modulus is not an answer: "2^70 + 3^70 ≡ 0 (mod 13)." took 13, judged false though 0 is right
+    assert answer("Adding the two residues: 2^70 + 3^70 ≡ 12 + 1 ≡ 0 (mod 13).") == ("0", "last_number")
+    assert check_answer("0", "0") is True
+    # a number inside a set is not an answer: "{1, 2, ..., 99}" took 99
+    found = extract_answer("Hence exactly one integer n works in {1, 2, \\ldots, 99}.")
+    assert found is None or found.text != "99"
+    # a negated conclusion states no value: "there is no smallest value" took an earlier 7 and judged it true
+    nothing = extract_answer("We tried m = 1, n = 1, giving 7.\nTherefore, there is no smallest value of |12^m - 5^n|.")
+    assert nothing == Extracted("No", "negation") and check_answer(nothing.text, "7") is False
+    # range bounds and hyphenated words are not answers; "at least 50" is (a minimum is stated so)
+    assert answer("The count is found by checking n from 1 to 99") is None
+    assert answer("The 180-degree turn maps it onto itself, so it is symmetric") is None
+    assert answer("You need at least 50 questions to determine the product") == ("50", "last_number")
+    # a number further up than the last paragraph is a step, not the conclusion
+    assert answer("So x = 12.\n\nThe final expression is shown above.") is None
+
+
+def test_yes_no_answers_and_denials_are_compared_with_yes_no_references():
+    assert answer("No, a polyhedron with an odd number of faces cannot exist.") == ("No", "yes_no")
+    assert answer("We checked every case.\nYes, the sequence is periodic.") == ("Yes", "yes_no")
+    assert answer("There are no integer solutions to the equation (x^2-1)(y^2-1)+1985=z^2.") == ("No", "negation")
+    assert answer("The number 1000...0001, with 1961 zeros in the middle, is not a prime number.") == ("No", "negation")
+    for reference in ("No", "No integer solutions", "It is not possible", "The sequence is not periodic"):
+        assert check_answer("No", reference) is True, reference
+        assert check_answer("Yes", reference) is False, reference
+    assert check_answer("Yes", "Yes, and the sequence is 1/2^3, 1/2^6, 1/2^9, ...") is True
+    assert check_answer("No", "0") is None       # "there are no such n" may be a count of 0
+    assert check_answer("No", "2178") is False   # "there is no such number" against a value
+    assert check_answer("Yes", "42") is None
+    # a solver that could not decide says nothing, not "No"
+    assert extract_answer("I am not able to solve this problem.") is None
+    assert extract_answer("It is not possible to determine the value without more information.") is None
+    assert check_answer("1, 4, 9", "1, 4 and 9") is True  # "and" in a reference's list is a comma
+
+
 def test_no_number_gives_no_answer_and_an_unknown_check():
     assert extract_answer("I am not able to solve this problem.") is None
     assert extract_answer("") is None
@@ -281,8 +321,10 @@ def test_every_plain_number_reference_gets_a_verdict_where_the_response_states_a
     print(f"plain-number references: {dict(counts)}; no answer found in {len(no_answer)}")
     # a number against a number always decides; unknown is left to answers that are expressions we cannot read
     assert all(r["extracted_answer"] is None or not PLAIN_NUMBER.fullmatch(r["extracted_answer"]) for r in unknown)
-    assert len(no_answer) < 0.01 * len(plain)
-    assert len(unknown) < 0.015 * len(plain)
+    # no answer (measured: 125 of 6,120): a last paragraph that is cut off, says the value "cannot be
+    # determined", or states a condition with no value -- the conservative fallback takes no number from above it
+    assert len(no_answer) < 0.025 * len(plain)
+    assert len(unknown) < 0.035 * len(plain)  # measured: 191
     assert counts["false"] > 0.5 * len(plain) and counts["true"] > 0.3 * len(plain)
 
 

@@ -10,24 +10,34 @@ Extraction (``extract_answer``): the first rule that finds something wins.
    "#### " (GSM8K, Cobbe et al. 2021), up to the end of its sentence or line. For math and
    number, the expression that clause starts with (see *leading expression*); a clause that
    starts with a word ("the answer is not obvious") gives nothing and the next rule runs.
-3. ``conclusion`` (math, number) -- in the final sentence (the last sentence of the last
-   non-empty line), the leading expression after the last "is", "are", "was", "were", "be"
-   or "equals" that is followed by one; "equal to", "exactly", "only", "approximately",
-   "therefore" and a few such words may come between. Solutions that end with a summary
-   ("The number of such strings is 239.", "There are 29 valid strings of length 6 ...")
-   state their answer this way; the last number of such a sentence is often a condition
-   of the problem ("... differing by at most 1").
-4. ``last_number`` (math, number) -- the last number of the response.
+3. ``yes_no`` / ``negation`` (math, number) -- a final sentence (the last sentence of the
+   last non-empty line) or answer clause that starts with "Yes" or "No" and a comma or full
+   stop gives "Yes" / "No"; one that starts by denying ("There are no integer solutions to
+   ...", "It is not possible to ...", "No such ...") gives "No" (``negation``). Only a
+   yes/no reference ("No", "No integer solutions", "The sequence is not periodic") is
+   compared with them, and "No" against a non-zero number is false.
+4. ``conclusion`` (math, number) -- in the final sentence, the leading expression after the
+   last "is", "are", "was", "were", "be" or "equals" that is followed by one; "equal to",
+   "exactly", "only", "approximately", "therefore" and a few such words may come between.
+   Solutions that end with a summary ("The number of such strings is 239.", "There are 29
+   valid strings of length 6 ...") state their answer this way; the last number of such a
+   sentence is often a condition of the problem ("... differing by at most 1").
+5. ``last_number`` (math, number) -- the last number of the last paragraph that can be an
+   answer: not one in a set ("{1, 2, ..., 99}"), a modulus ("(mod 13)"), a range bound
+   ("from 1 to 99", "n <= 99", "less than 100") or a hyphenated word ("180-degree"); "at
+   least 50" stays (a minimum is often stated so). Nothing
+   when the final sentence is negated ("there is no smallest value" -- then the answer is
+   "No", rule 3's) or says it could not decide ("cannot be determined", "I am not able").
 
-For ``text``, rules 3 and 4 are one: ``whole``, the final sentence, stripped.
+For ``text``, rules 3 to 5 are one: ``whole``, the final sentence, stripped.
 
 A *number* is an integer, a decimal, an integer with thousands separators ("1,000"), a
 fraction "a/b" or ``\\frac{a}{b}``, with an optional minus sign and an optional "%"; it
-is not part of a word ("x2", "3x"), an exponent, a subscript or a longer fraction
-("1/2^n"). A *leading expression* is a ``$...$`` / ``\\(...\\)`` span the text starts
+is not part of a word ("x2", "3x", "180-degree"), an exponent, a subscript or a longer
+fraction ("1/2^n"). A *leading expression* is a ``$...$`` / ``\\(...\\)`` span the text starts
 with, else the longest start made of numbers, letters that are not a word, LaTeX commands
 with their braces, function names (sqrt, floor...) and operators, ending before the first
-word; "and" between two values is a comma ("a = 3 and b = -4" is "a = 3, b = -4").
+word (a hyphenated word is one: "non-negative" gives nothing, never "non"); "and" between two values is a comma ("a = 3 and b = -4" is "a = 3, b = -4").
 
 Equivalence (``check_answer``, ``same_answer``) gives True, False, or None (unknown): None
 when a side is missing, empty, or cannot be read as something comparable -- never False
@@ -95,7 +105,7 @@ _TEX_FRAC = rf"\\[dt]?frac\s*\{{\s*-?{_DEC}\s*\}}\s*\{{\s*{_DEC}\s*\}}"
 NUMBER = re.compile(
     rf"(?<![\w.^/\\)\]}}])(?<!\^\{{)(?<!_\{{)(?<!sqrt\{{)"  # not in a word, exponent, subscript, root
     rf"-?(?:{_TEX_FRAC}|{_DEC}(?:/{_DEC})?)(?:\s*\\?%)?"
-    rf"(?!\s*\^|[\w/]|\.\d)"  # not the base of a power, not "3x", not the start of "1/(n+1)"
+    rf"(?!\s*\^|[\w/]|\.\d|-[A-Za-z]{{2}})"  # not a power's base, not "3x", "1/(n+1)" or "180-degree"
 )
 BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 MARKER = re.compile(r"(?:final answer is|answer is|\banswer\s*:|#\s*answer\b|####)", re.IGNORECASE)
@@ -111,11 +121,11 @@ SENTENCE_END = re.compile(r"(?<=[^.][.!?])\s+(?=[A-Z])")  # not after an ellipsi
 MATH_SPAN = re.compile(r"\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _SHORT = "|".join(sorted(SHORT_WORDS, key=len, reverse=True))
 _TOKEN = re.compile(
-    r"\s*(?:\d+|\\[A-Za-z]+|\\[{}%,;!]|mod\b|(?:"
+    r"\s*(?:\d+(?!\d|-[A-Za-z]{2})|\\[A-Za-z]+|\\[{}%,;!]|mod\b|(?:"
     + "|".join(sorted(PLAIN_FUNCTIONS, key=len, reverse=True))
     + r")(?=\s*[({])"
     + r"|and(?=\s+(?:\d|\\|\(|[A-Za-z](?![A-Za-z])))"  # "a = 3 and b = -4" is a list
-    + rf"|(?![aAI]\s+[A-Za-z]{{2}})(?!(?i:{_SHORT})(?![A-Za-z]))[A-Za-z]{{1,3}}(?![A-Za-z])"
+    + rf"|(?![aAI]\s+(?:[A-Za-z]{{2}}|\d+-[A-Za-z]{{2}}))(?!(?i:{_SHORT})(?![A-Za-z]))[A-Za-z]{{1,3}}(?![A-Za-z]|-[A-Za-z]{{2}})"
     + r"|[-+*/^_=!<>≤≥±×÷·()\[\]|,.'%])"
 )
 
@@ -131,14 +141,60 @@ def extract_answer(response: str, kind: AnswerKind = "math") -> Extracted | None
         found = clause.strip() if kind == "text" else leading_expression(clause)
         if found:
             return Extracted(found, "answer_marker")
+        if kind != "text" and (yes_no := YES_NO.match(clause.strip())):
+            return Extracted(yes_no[1].capitalize(), "yes_no")
     sentence = final_sentence(text)
     if kind == "text":
         return Extracted(sentence, "whole") if sentence else None
+    if yes_no := YES_NO.match(sentence):
+        return Extracted(yes_no[1].capitalize(), "yes_no")
+    if DENIAL.match(sentence) and not REFUSAL.search(sentence):  # "There are no integer solutions to ... = z^2."
+        return Extracted("No", "negation")
     for m in reversed(list(COPULA.finditer(sentence))):
         if found := leading_expression(sentence[m.end():]):
             return Extracted(found, "conclusion")
+    return last_number([line for line in text.splitlines() if line.strip()][-1], sentence)
+
+
+def last_number(text: str, sentence: str) -> Extracted | None:
+    """The fallback: the last number of ``text`` (the response's last paragraph: a number
+    further up is a step, not the conclusion) that can be an answer, or None. Conservative:
+    a negated final ``sentence`` states no value: its answer is "No" ("The number ... is not a
+    prime number."), which only a yes/no reference is compared with ("there is no smallest
+    value" never gives the 7 before it) -- unless it says the solver could not decide ("I am
+    not able to solve this", "cannot be determined"): nothing; a number in a set ("{1, 2, ..., 99}"), a modulus ("(mod 13)"), a
+    range bound ("from 1 to 99", "n <= 99", "less than 100") or a hyphenated word ("180-degree")
+    is not an answer."""
+    if NEGATION.search(sentence):
+        return None if REFUSAL.search(sentence) else Extracted("No", "negation")
+    for rule in NOT_ANSWERS:
+        text = rule.sub(" ", text)
     numbers = NUMBER.findall(text)
     return Extracted(numbers[-1].strip(), "last_number") if numbers else None
+
+
+YES_NO = re.compile(r"(?:(?:so|thus|therefore|hence|then)\s*,?\s+)?(yes|no)(?=\s*(?:[,.;:!]|\s[-–—]|$))", re.IGNORECASE)
+DENIAL = re.compile(r"(?:(?:so|thus|therefore|hence|in conclusion)\s*,?\s+)?(?:it is (?:not possible|impossible)|"
+                    r"there (?:is|are|exists?) no\b|no such\b)", re.IGNORECASE)
+REFUSAL = re.compile(
+    r"\b(?:I|we)\b[^.]*?(?:\bnot\b|n't\b|\bcannot\b|\bunable\b)|"
+    r"\b(?:cannot|can't|unable to|not possible to|impossible to|not be)\s+(?:be\s+)?(?:determined?|solved?|found|find|"
+    r"computed?|calculated?|conclude[d]?|say|decided?|answered|known)\b|"
+    r"\b(?:more|further|additional)\s+(?:information|analysis|work|steps|calculation)|\bnot enough\b|\binsufficient\b",
+    re.IGNORECASE)
+NEGATION = re.compile(
+    r"\b(?:no|not|none|never|neither|nor|cannot|impossible|unable|undefined|unbounded)\b|n't\b", re.IGNORECASE)
+_SET = r"\\?\{[^{}]*(?:,|\.\.\.|…|\\[lc]?dots)[^{}]*\\?\}"
+_VALUE = r"-?\d[\d,./]*"
+NOT_ANSWERS = (
+    re.compile(_SET),                                                                    # {1, 2, ..., 99}
+    re.compile(rf"\(?\s*\\?p?mod(?:ulo)?\b\s*\{{?\s*{_VALUE}\s*\}}?\s*\)?", re.IGNORECASE),   # (mod 13), modulo 9
+    re.compile(rf"\bfrom\s+{_VALUE}\s+(?:to|through|until)\s+{_VALUE}", re.IGNORECASE),         # from 1 to 99
+    re.compile(rf"\bbetween\s+{_VALUE}\s+and\s+{_VALUE}", re.IGNORECASE),                        # between 1 and 99
+    re.compile(rf"\b(?:less|more|greater|fewer|smaller|larger)\s+than(?:\s+or\s+equal\s+to)?\s+{_VALUE}",
+               re.IGNORECASE),                                                           # less than 100
+    re.compile(rf"(?:<=?|>=?|≤|≥|\\[lg]eq?\b|\\[lg]t\b)\s*{_VALUE}|{_VALUE}\s*(?:<=?|>=?|≤|≥|\\[lg]eq?\b|\\[lg]t\b)"),  # n <= 99
+)
 
 
 def last_boxed(text: str) -> str | None:
@@ -248,13 +304,14 @@ def precision(written: str, n: Number) -> Fraction:
 
 _SPLIT = re.compile(r",?\s+or\s+(equivalently|approximately|an equivalent form such as)\s+", re.IGNORECASE)
 _PROSE_PAREN = re.compile(r"\s+\((?:i\.e\.|e\.g\.|that is|[A-Za-z]{2,}\s)")
+_AND_LIST = re.compile(r"(?<=[\w)\]}])\s*,?\s+and\s+(?=[-\d(\\])")  # "1, 4 and 9" is "1, 4, 9"
 _ONLY_VALUE = re.compile(r"(.+?)\s+(?:is|are) the only possible values?", re.IGNORECASE)
 _THE_IS = re.compile(r"the\b.*\b(?:is|are)\s+(?:equal\s+to\s+)?(.+)", re.IGNORECASE)
 
 
 def reference_alternatives(reference: str) -> list[tuple[str, bool]]:
     """(value, approximate) for each way the reference states its answer."""
-    parts = _SPLIT.split(reference.strip())
+    parts = _SPLIT.split(_AND_LIST.sub(", ", reference.strip()))
     out = [(parts[0], False)] + [(parts[i + 1], parts[i].lower() == "approximately") for i in range(1, len(parts), 2)]
     alternatives = []
     for text, approx in out:
@@ -267,13 +324,36 @@ def reference_alternatives(reference: str) -> list[tuple[str, bool]]:
     return alternatives
 
 
+def yes_or_no(reference: str) -> str | None:
+    """"Yes" or "No" when a reference answers a yes/no question ("No", "Yes, and the sequence
+    is ...", "No integer solutions", "It is not possible", "The sequence is not periodic"),
+    else None."""
+    text = reference.strip()
+    if YES_NO.match(text) or re.fullmatch(r"(?i:yes|no)\W*", text):
+        return text[:3].strip(" ,.;:!").capitalize()
+    return "No" if NEGATIVE_REFERENCE.match(text) and not re.search(r"\d", text) else None
+
+
+NEGATIVE_REFERENCE = re.compile(
+    r"(?:no\b|it is not possible|it is impossible|impossible|there (?:is|are|exists?) no\b|"
+    r"(?:the|such an?) [\w ]{1,40}? (?:does not exist|do not exist|is not\b|are not\b|cannot\b))", re.IGNORECASE)
+
+
 def check_answer(predicted: str | None, reference: str | None, kind: AnswerKind = "math") -> bool | None:
     """True/False when both can be parsed and compared; None (unknown) when the reference is missing/
-    empty or either side cannot be parsed into something comparable. Never False just because parsing failed."""
+    empty or either side cannot be parsed into something comparable. Never False just because parsing failed.
+    A yes/no answer ("Yes", "No") is compared with a yes/no reference (``yes_or_no``); "No" (a
+    denial: "there is no smallest value") against a non-zero number is False, else unknown."""
     if not predicted or not predicted.strip() or not reference or not reference.strip():
         return None
     if kind == "text":
         return compare(predicted, reference, kind)
+    if predicted in ("Yes", "No"):
+        if (expected := yes_or_no(reference)) is not None:
+            return predicted == expected
+        # "there is no such value" against a value: wrong, unless the value is a count of 0
+        values = [parse_number(text) for text, _ in reference_alternatives(reference)]
+        return False if predicted == "No" and values and all(v is not None and v.value != 0 for v in values) else None
     verdicts = []
     for text, approx in reference_alternatives(reference):
         tolerance = None

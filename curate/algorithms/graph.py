@@ -114,3 +114,39 @@ def _shuffle(pieces: list[tuple[np.ndarray, np.ndarray]], parts: int) -> list[tu
         us, vs = zip(*[(u[route(u, parts) == p], v[route(u, parts) == p]) for u, v in pieces]) if pieces else ((), ())
         out.append(unique_edges(np.concatenate([EMPTY, *us]), np.concatenate([EMPTY, *vs])))
     return out
+
+
+def keep_in_order(order: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Greedy keep rule over undirected edges ``pairs`` of nodes ``0 .. len(order)``, visited in
+    ``order`` (the keep order: best first): a node is removed when an edge joins it to a node
+    already kept, otherwise kept. Returns each node's partner: -1 if kept, else the kept
+    neighbour earliest in the order (the one it is removed for).
+
+    Unlike "one survivor per connected component", a removed node always has a direct edge to
+    its partner, so a chain A~B~C never removes C for an A it does not resemble (when B is
+    removed for A, C is kept unless it has a kept neighbour of its own). The kept nodes are a
+    maximal independent set: no edge joins two kept nodes, and every removed one has a kept
+    neighbour. O(edges log edges) to sort, then one pass over the nodes with earlier neighbours."""
+    n = len(order)
+    partner = np.full(n, -1, dtype=np.int64)
+    if n == 0 or len(pairs) == 0:
+        return partner
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    a, b = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    later = np.where(rank[a] > rank[b], a, b)
+    earlier = np.where(rank[a] > rank[b], b, a)
+    by = np.lexsort((rank[earlier], rank[later]))  # each later node's earlier neighbours, best first
+    later, earlier = later[by], earlier[by]
+    starts = np.flatnonzero(np.concatenate(([True], later[1:] != later[:-1])))
+    ends = np.append(starts[1:], len(later))
+    kept = np.ones(n, dtype=bool)  # a node is final before any later node looks at it
+    for x, s, e in zip(later[starts].tolist(), starts.tolist(), ends.tolist()):
+        for y in earlier[s:e].tolist():
+            if kept[y]:
+                kept[x] = False
+                partner[x] = y
+                break
+    return partner

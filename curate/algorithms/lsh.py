@@ -375,26 +375,6 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def accept_in_order(pairs: np.ndarray, n_nodes: int, accepted: np.ndarray, check, first_chunk: int = 5_000) -> np.ndarray:
-    """The pairs of ``pairs`` (nodes ``0 .. n_nodes``, in the order to try them: the likeliest
-    first) that ``check`` accepts -- except those whose nodes ``accepted`` edges (and the ones
-    accepted before them) already connect, which are skipped unchecked: the result has the
-    components of checking them all. ``check(chunk)`` -> a bool mask; chunks double from
-    ``first_chunk`` (the first ones connect most clusters). Returns the accepted pairs, the
-    initial ``accepted`` included."""
-    found = [accepted]
-    labels = components(n_nodes, accepted)
-    start, size = 0, first_chunk
-    while start < len(pairs):
-        chunk = pairs[start : start + size]
-        chunk = chunk[labels[chunk[:, 0]] != labels[chunk[:, 1]]]
-        if len(chunk):
-            found.append(chunk[check(chunk)])
-            labels = components(n_nodes, np.concatenate(found))
-        start, size = start + size, size * 2
-    return np.concatenate(found)
-
-
 def sure_and_doubtful(est: np.ndarray, threshold: float, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
     """(sure, doubtful) masks of signature estimates: more than 5 sigma above the threshold,
     and within 5 sigma of it (sigma = sqrt(t(1-t)/num_perm), the estimate's standard

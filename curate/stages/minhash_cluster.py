@@ -13,12 +13,15 @@ names next (a shuffle: P x P pieces):
    (j's text read there) to i's partition; ``_check``: i's set, the true Jaccard;
 3. accepted pairs are edges of a graph cut by ``node mod P``: Large-Star / Small-Star rounds
    (``algorithms.graph``) until every component is a star around its smallest row;
-4. ``_priority`` / ``_winners``: each row's keep priority (``keep``) at its partition; per
-   component, the survivor; ``_with_signature`` / ``_estimate``: the estimated Jaccard of
-   each removed row with its survivor. Only (removed row, survivor, estimate) reach the driver.
+   ``_roots``: each row's component, and each accepted edge sent to its component's partition;
+4. ``_priority`` / ``_winners``: each row's keep priority (``keep``) at its partition, sent to
+   its component's; there, per component, the keep rule (``graph.keep_in_order``: in keep
+   order, a row is removed only for a verified partner already kept) and the component's
+   name (its best row); ``_survivor_signatures`` / ``_estimate``: the estimated Jaccard of
+   each removed row with its partner. Only (row, partner, cluster, estimate) of the rows in
+   components reach the driver.
 
-Candidate pairs within 5 sigma are checked whether or not accepted pairs already connect
-their rows (the driver skips those): the components, and so the decision, are the same.
+A component's edges meet in one task: memory there is O(the largest component's edges).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ Records = dict  # column name -> numpy array, all of one length
 
 def cluster(plan: Plan, rows: Rows, field: str, c, signatures: list, keys: list[tuple], starts: np.ndarray,
             label: str) -> tuple[np.ndarray, np.ndarray]:
-    """(kept_of, jaccard) as ``near_duplicates`` returns them, from ``signatures`` (the map
+    """(kept_of, jaccard, cluster_of) as ``near_duplicates`` returns them, from ``signatures`` (the map
     output handle of each block: (signatures, valid, text lengths)) and ``keys`` (for each
     partition, the handles of its candidate pair keys ``i * n + j``, routed by i)."""
     n, parts = rows.num_rows, plan.partitions
@@ -71,20 +74,25 @@ def cluster(plan: Plan, rows: Rows, field: str, c, signatures: list, keys: list[
         edges = routed(small)
     else:
         raise StageError(f"{label}: clustering did not converge in {MAX_ROUNDS} Large-Star/Small-Star rounds")
-    roots = plan.submit(partial(_roots, starts, parts), edges, parts, description=f"{label}: clusters")
+    verified = [routed(classified)[r] + routed(checked)[r] for r in range(parts)]
+    roots = plan.submit(partial(_roots, starts, parts), [(len(edges[r]), *edges[r], *verified[r]) for r in range(parts)],
+                        2 * parts, description=f"{label}: clusters")
     columns = [c.score_column] if c.keep == "score" else []  # read only for keep=score
     if c.keep == "score" and c.score_column not in rows.column_names:
         raise StageError(f"{label}: keep=score, but there is no column '{c.score_column}'")
     ranked = step(partial(_priority, c.keep, c.score_column), routed(roots), parts, "keep priorities", columns)
-    winners = plan.submit(partial(_winners, starts, parts), routed(ranked), parts, description=f"{label}: survivors")
-    with_j = step(_survivor_signatures, routed(winners), parts, "signatures of survivors")
-    removed = plan.fetch([t[0] for t in step(_estimate, routed(with_j), 1, "estimates with survivors")])
+    winners = plan.submit(partial(_winners, starts, parts), [(len(ranked),) + routed(ranked)[r] + routed(roots, parts)[r]
+                                                             for r in range(parts)], parts, description=f"{label}: keep rule")
+    with_j = step(_survivor_signatures, routed(winners), parts, "signatures of partners")
+    removed = plan.fetch([t[0] for t in step(_estimate, routed(with_j), 1, "estimates with partners")])
     kept_of = np.arange(n, dtype=np.int64)
+    cluster_of = np.arange(n, dtype=np.int64)
     jac = np.ones(n, dtype=np.float32)
     for rec in removed:
         kept_of[rec["i"]] = rec["j"]
+        cluster_of[rec["i"]] = rec["cluster"]
         jac[rec["i"]] = rec["jac"]
-    return kept_of, jac
+    return kept_of, jac, cluster_of
 
 
 def route_keys(starts: np.ndarray, parts: int, total: int, keys: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -147,7 +155,7 @@ def _take_payload(data: dict, used: np.ndarray) -> dict:
 def _merge(pieces: tuple) -> Records:
     """One partition's pair records from the pieces sent to it: pairs and extra columns
     concatenated, payloads too, each pair's ``inv`` shifted to its payload's place."""
-    pieces = [p for p in pieces if len(p["i"]) or len(p.get("sure_i", ()))]
+    pieces = [p for p in pieces if len(p["i"])]
     if not pieces:
         return {}
     out: Records = {}
@@ -174,9 +182,9 @@ def _first_signatures(total: int, starts, parts, r, k, *handles) -> tuple[Record
 
 
 def _survivor_signatures(starts, parts, r, k, *handles) -> tuple[Records, ...]:
-    """(removed row i, survivor j) at j's partition: with j's signature, to i's partition."""
+    """(row i, its partner j, its cluster) at j's partition: with j's signature, to i's partition."""
     infos = handles[:k]
-    rec = _concat(handles[k:]) or {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)}
+    rec = _concat(handles[k:]) or {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "cluster": np.zeros(0, np.int64)}
     return _pairs_with(rec, "j", partition_of(starts, parts, rec["i"]), parts,
                        lambda rows: {"sig": _signature_rows(starts, parts, r, infos, rows)})
 
@@ -192,17 +200,19 @@ def _estimates(rec: Records, infos: tuple, starts, parts, r, side: str, chunk: i
 
 
 def _estimate(starts, parts, r, k, *handles) -> tuple[Records]:
-    """(removed row i, survivor j, their estimated Jaccard), at i's partition."""
+    """(row i, its partner j, its cluster, their estimated Jaccard), at i's partition."""
     rec = _merge(handles[k:])
     if not rec:
-        return ({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "jac": np.zeros(0, np.float32)},)
-    return ({"i": rec["i"], "j": rec["j"], "jac": _estimates(rec, handles[:k], starts, parts, r, "i")},)
+        none = np.zeros(0, np.int64)
+        return ({"i": none, "j": none, "cluster": none, "jac": np.zeros(0, np.float32)},)
+    return ({"i": rec["i"], "j": rec["j"], "cluster": rec["cluster"],
+             "jac": _estimates(rec, handles[:k], starts, parts, r, "i")},)
 
 
 def _classify(verify, threshold, num_perm, normalize, ngram, unit, field, starts, parts, read, r, k, *handles) -> tuple:
     """At j's partition: the pairs' estimates; accepted edges (split by node mod P), and to
-    i's partition the doubtful pairs (with their estimates and j's shingle set, j's text read
-    here) and the sure pairs (so the check there can skip what they already connect)."""
+    i's partition the doubtful pairs with their estimates and j's shingle set (j's text read
+    here)."""
     rec = _merge(handles[k:])
     none = np.zeros(0, np.int64)
     if not rec:
@@ -217,41 +227,25 @@ def _classify(verify, threshold, num_perm, normalize, ngram, unit, field, starts
     else:
         sure, doubtful = lsh.sure_and_doubtful(est, threshold, num_perm)
     i, j = rec["i"], rec["j"]
-    to_check = {"i": i[doubtful], "j": j[doubtful], "est": est[doubtful]}
+    to_check = {"i": i[doubtful], "j": j[doubtful]}
     where = partition_of(starts, parts, to_check["i"])
     pieces = _pairs_with(to_check, "j", where, parts,
                          lambda rows: dict(zip(("values", "bounds"), pack_sets(_sets_of(starts, read, rows, normalize, ngram,
                                                                                      unit, field)))))
-    sure_where = partition_of(starts, parts, i[sure])
-    for p, piece in enumerate(pieces):
-        piece["sure_i"], piece["sure_j"] = i[sure][sure_where == p], j[sure][sure_where == p]
     return (*_edges(i[sure], j[sure], parts), *pieces)
 
 
 def _check(threshold, normalize, ngram, unit, field, starts, parts, read, r, k, *handles) -> tuple:
-    """At i's partition: the doubtful pairs in order of decreasing estimate, skipping those the
-    sure pairs and the pairs accepted before them already connect (``lsh.accept_in_order``),
-    each checked by true Jaccard: j's set as sent, i's built here (only for pairs checked)."""
+    """At i's partition: every doubtful pair checked by true Jaccard, j's set as sent, i's
+    built here (the keep rule needs each row's own verified partners, so none is skipped)."""
     rec = _merge(handles[k:])
-    if not rec or not len(rec["i"]):
+    if not rec:
         return _edges(np.zeros(0, np.int64), np.zeros(0, np.int64), parts)
-    order = np.argsort(-rec["est"], kind="stable")
-    nodes = lsh.sorted_unique(np.concatenate([rec["i"], rec["j"], rec["sure_i"], rec["sure_j"]]))
-    pairs = np.stack([np.searchsorted(nodes, rec["i"][order]), np.searchsorted(nodes, rec["j"][order]), order], axis=1)
-    sure = np.stack([np.searchsorted(nodes, rec["sure_i"]), np.searchsorted(nodes, rec["sure_j"]),
-                     np.full(len(rec["sure_i"]), -1)], axis=1)
     sets = dict(zip(rec["rows"].tolist(), unpack_sets(rec["values"], rec["bounds"])))  # the j rows' sets, as sent
-
-    def check(chunk: np.ndarray) -> np.ndarray:
-        idx = chunk[:, 2]
-        rows_i = rec["i"][idx]
-        new = lsh.sorted_unique(rows_i[[int(x) not in sets for x in rows_i.tolist()]])
-        sets.update(zip(new.tolist(), _sets_of(starts, read, new, normalize, ngram, unit, field)))
-        return lsh.exact_jaccard(sets, np.stack([rows_i, rec["j"][idx]], axis=1)) >= threshold
-
-    accepted = lsh.accept_in_order(pairs, len(nodes), sure, check)
-    doubtful = accepted[accepted[:, 2] >= 0, 2]
-    return _edges(rec["i"][doubtful], rec["j"][doubtful], parts)
+    new = lsh.sorted_unique(rec["i"])
+    sets.update(zip(new.tolist(), _sets_of(starts, read, new, normalize, ngram, unit, field)))
+    ok = lsh.exact_jaccard(sets, np.stack([rec["i"], rec["j"]], axis=1)) >= threshold
+    return _edges(rec["i"][ok], rec["j"][ok], parts)
 
 
 def _sets_of(starts, read, idx: np.ndarray, normalize, ngram, unit, field) -> list[np.ndarray]:
@@ -301,15 +295,21 @@ def _small_star(parts: int, *pieces) -> tuple:
     return _edges(*graph.small_star(*_gather(pieces)), parts)
 
 
-def _roots(starts: np.ndarray, parts: int, *pieces) -> tuple[Records, ...]:
-    """Each node of this partition's stars with its component's smallest node (a centre is its
-    own), sent to the node's partition."""
-    u, v = _gather(pieces)
+def _roots(starts: np.ndarray, parts: int, k: int, *pieces) -> tuple[Records, ...]:
+    """From this partition's stars (``pieces[:k]``) and verified edges (``pieces[k:]``, both
+    cut by their first node mod P): each node with its component's smallest node (a centre
+    is its own), sent to the node's partition; and each verified edge (u < v) with its
+    component, sent to the component's partition (where the keep rule runs)."""
+    u, v = _gather(pieces[:k])
     nodes = lsh.sorted_unique(u)
     root = nodes.copy()
     leaf = v < u  # a star's leaf has one neighbour, its centre
     root[np.searchsorted(nodes, u[leaf])] = v[leaf]
-    return _split({"i": nodes, "root": root}, partition_of(starts, parts, nodes), parts)
+    eu, ev = _gather(pieces[k:])
+    once = eu < ev
+    edges = {"i": eu[once], "j": ev[once], "root": root[np.searchsorted(nodes, eu[once])]}
+    return (*_split({"i": nodes, "root": root}, partition_of(starts, parts, nodes), parts),
+            *_split(edges, graph.route(edges["root"], parts), parts))
 
 
 def _priority(keep: str, score_column: str | None, starts, parts, read, r, k, *handles) -> tuple[Records, ...]:
@@ -329,16 +329,24 @@ def _priority(keep: str, score_column: str | None, starts, parts, read, r, k, *h
     return _split(rec, graph.route(rec["root"], parts), parts)
 
 
-def _winners(starts: np.ndarray, parts: int, *pieces) -> tuple[Records, ...]:
-    """Per component, the node of lowest (priority, row); every other node is removed for it:
-    (i, j = its survivor), sent to the survivor's partition."""
-    rec = _concat(pieces)
+def _winners(starts: np.ndarray, parts: int, k: int, *pieces) -> tuple[Records, ...]:
+    """This partition's components: their nodes with keep priorities (``pieces[:k]``) and
+    verified edges (``pieces[k:]``). In the order (priority, row), the keep rule
+    (``graph.keep_in_order``); each component is named by its first node. Every node as
+    (i, j = its partner or itself if kept, cluster), sent to j's partition."""
+    rec = _concat(pieces[:k])
+    none = np.zeros(0, np.int64)
     if not rec or not len(rec["i"]):
-        return _split({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)}, np.zeros(0, np.int64), parts)
+        return _split({"i": none, "j": none, "cluster": none}, none, parts)
     order = np.lexsort((rec["i"], rec["priority"], rec["root"]))
     root, node = rec["root"][order], rec["i"][order]
     first = np.concatenate(([True], root[1:] != root[:-1]))
-    winner = node[first][np.cumsum(first) - 1]
-    gone = node != winner
-    out = {"i": node[gone], "j": winner[gone]}
+    cluster = node[first][np.cumsum(first) - 1]
+    edges = _concat(pieces[k:]) or {"i": none, "j": none}
+    local = np.argsort(node)  # node ids -> their place in ``node`` (ascending lookup)
+    compact = np.stack([local[np.searchsorted(node[local], edges["i"])], local[np.searchsorted(node[local], edges["j"])]],
+                       axis=1)
+    keep_order = np.lexsort((node, rec["priority"][order]))  # one order for all components: each is independent
+    partner = graph.keep_in_order(keep_order, compact)
+    out = {"i": node, "j": np.where(partner >= 0, node[np.maximum(partner, 0)], node), "cluster": cluster}
     return _split(out, partition_of(starts, parts, out["j"]), parts)

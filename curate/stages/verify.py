@@ -6,9 +6,11 @@ final answer of the response, compare it with the reference, keep the verdict.
 
 * extraction, in order: the last ``\\boxed{}`` (the MATH / Minerva convention, Lewkowycz et
   al. 2022, "Solving Quantitative Reasoning Problems with Language Models"), the clause
-  after the last answer marker ("the answer is", "Answer:", GSM8K's "#### "), the value a
-  final summary sentence states ("... is 239."), the last number; for ``kind: text`` the
-  final sentence. The rules are spelled out in ``curate.algorithms.answers``.
+  after the last answer marker ("the answer is", "Answer:", GSM8K's "#### "), a yes/no or a
+  denial that the final sentence starts with ("No, ...", "There are no integer solutions"),
+  the value a final summary sentence states ("... is 239."), the last number of the last
+  paragraph that can be an answer (not a set's, a modulus, a range bound; nothing when the
+  final sentence is negated or undecided); for ``kind: text`` the final sentence. The rules are spelled out in ``curate.algorithms.answers``.
 * comparison by ``kind``: ``number`` as exact rationals, ``math`` also symbolically
   (math-verify, Hugging Face; SymPy), ``text`` as normalised strings.
 
