@@ -97,6 +97,8 @@ def run(
             out.print("no model calls: every step that uses a model was cached")
         state = "nothing to compute: every step was cached" if result.all_cached else "done"
         out.print(f"{state}; {result.final.num_rows:,} rows in {result.name} ({time.perf_counter() - start:.1f} s)")
+        if result.audit is not None:
+            out.print(result.audit.markdown(), markup=False, highlight=False)
 
     done = r.run(store, force=force, until=until, reporter=reporter, workers=workers or None, on_chain=print_funnel,
                  executor=executor)
@@ -114,6 +116,28 @@ def _print_finished(done) -> None:
     if done.table:
         out.print(done.table, markup=False, highlight=False)
         out.print(f"comparison table: {done.path}", markup=False)
+
+
+@app.command()
+def audit(
+    ref: Annotated[str, typer.Argument(help="Dataset reference: a name, name/step or fingerprint.")],
+    labels: Annotated[str, typer.Option("--labels", help=(
+        "JSON-lines file of {\"id\" or \"text\", \"label\": good|bad}, or champ (CHAMP's human annotations)."))],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Also write audit.md and audit.json into this folder.")] = None,
+) -> None:
+    """Per step of REF's lineage, against labelled rows: removal precision and recall, and the good share of what remains."""
+    from .audit import audit as run_audit
+    from .audit import read_labels, write_audit
+
+    result = run_audit(ref, read_labels(labels), store)
+    if out_dir is not None:
+        write_audit(result, out_dir)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    out.print(result.markdown(), markup=False, highlight=False)
 
 
 @app.command()

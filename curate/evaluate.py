@@ -49,6 +49,7 @@ from .algorithms.answers import (
     check_answer,
     extract_answer,
 )
+from .algorithms.intervals import Z95, wilson_interval  # noqa: F401 (re-exported: the eval API's interval)
 from .errors import SourceError, UsageError
 from .models.base import LM, Sampling
 from .sources.formats import FORMATS, file_format, read_records, suffixes
@@ -60,7 +61,6 @@ from .store import Store
 QUESTION_FIELDS = ("prompt", "problem", "question")
 SOLUTION_FIELDS = ("solution", "response")
 BOXED_INSTRUCTION = "Put the final answer in \\boxed{}."
-Z95 = 1.96
 # Questions per generate call: how often the progress bar moves. Large enough that a
 # backend still fills its batches (transformers decodes 64 sequences at a time).
 PROGRESS_CHUNK = 64
@@ -191,23 +191,6 @@ def _turns(messages: Any) -> list[dict]:
 
 
 # -- scoring -----------------------------------------------------------------------------
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson's score interval for ``k`` successes in ``n`` trials (z = 1.96: 95%).
-    ``(0.0, 1.0)`` when ``n == 0``: no trial, no information."""
-    if n < 0 or not 0 <= k <= n:
-        raise ValueError(f"wilson_interval needs 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    p, z2 = k / n, z * z
-    denom = 1 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    # The bounds are exactly 0 and 1 at k = 0 and k = n; floating point would miss them by an ulp.
-    low = 0.0 if k == 0 else max(0.0, center - half)
-    high = 1.0 if k == n else min(1.0, center + half)
-    return low, high
-
 
 @dataclass
 class EvalRecord:

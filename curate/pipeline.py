@@ -68,6 +68,7 @@ class RunResult:
     final: Version
     steps: list[StepStat]
     model_calls: dict[str, Any] = field(default_factory=dict)  # model name -> CallStats, for models a step called
+    audit: Any = None  # the recipe's audit: against its labels (curate.audit.Audit), set by Recipe.run
 
     def describe_model_calls(self) -> list[str]:
         """One line per model a computed step used: calls made, and answered from the cache."""

@@ -45,7 +45,7 @@ from .store import _NAME_RE, Store, Version
 from .train import TrainedModel
 
 TOP_KEYS = ("name", "description", "source", "input", "models", "pipeline", "overrides", "stages", "train", "eval",
-            "executor", "tokenizer", "export")
+            "executor", "tokenizer", "export", "audit")
 PATH_KEYS = ("path",)  # source keys holding paths, resolved against the recipe's folder
 
 Loc = tuple[Any, ...]
@@ -84,6 +84,7 @@ class Recipe:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where row-wise steps run (no fingerprint)
     tokenizer: str | None = None  # count every version's tokens with it (Pipeline.tokenizer)
     export: ExportConfig | None = None  # write the final version for a training job after the chain
+    audit: AuditConfig | None = None  # audit the chain's final version against labels after the chain
 
     def pipeline(self) -> Pipeline:
         """The chain alone (no ``train:`` / ``eval:``)."""
@@ -111,6 +112,8 @@ class Recipe:
             run_on = self.executor if executor is None else self.executor.model_copy(update={"type": executor})
             chain = pipeline.run(store, force=force, until=until, reporter=reporter, workers=workers, pool=pool,
                                  executor=run_on)
+            if self.audit is not None:
+                chain.audit = self.audit_final(chain, store)
             if on_chain is not None:
                 on_chain(chain)
             exported = self.export_final(chain, store, pool) if self.export is not None and until is None else None
@@ -122,6 +125,17 @@ class Recipe:
             return RecipeRun(chain, finished, exported)
         finally:
             pool.close()
+
+    def audit_final(self, chain: RunResult, store: Store):
+        """The recipe's ``audit:`` of the chain's final version, written beside the run's other
+        reports (``<store>/reports/<name>/audit.md`` and ``audit.json``)."""
+        from .audit import audit, read_labels, write_audit
+
+        assert self.audit is not None
+        result = audit(chain.final.fingerprint, read_labels(self.audit.labels), store)
+        result.ref = chain.name
+        write_audit(result, store.area("reports", self.name))
+        return result
 
     def export_final(self, chain: RunResult, store: Store, pool: Any) -> Path:
         """The recipe's ``export:`` of the chain's final version (written again on every run:
@@ -212,9 +226,10 @@ def load_recipe(path: str | Path, check_inputs: bool = True, settings: Mapping[s
     run_on = _executor(data, problems)
     tokenizer = _tokenizer(data, path.parent, problems)
     export = _export(data, path.parent, problems)
+    audit = _audit(data, path.parent, problems)
     problems.raise_if_any()
     return Recipe(path, name, source, stages, hashlib.sha256(text.encode()).hexdigest(), data.get("description") or "",
-                  models, train, evaluation, run_on, tokenizer, export)
+                  models, train, evaluation, run_on, tokenizer, export, audit)
 
 
 class ExportConfig(BaseModel):
@@ -253,6 +268,43 @@ def _export(data: dict, base: Path, problems: _Problems) -> ExportConfig | None:
         for loc, msg in validation_problems(e, ExportConfig):
             problems.add(("export", *loc), msg)
         return None
+
+
+class AuditConfig(BaseModel):
+    """A recipe's ``audit:``: after the chain, its final version audited against labels
+    (``curate.audit``): per step, the removal precision and recall and the good share of
+    what remains; printed after the funnel and written to ``<store>/reports/<name>/audit.md``."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    labels: str
+    """A JSON-lines file of {"id" or "text", "label": good|bad} (relative to the recipe's folder), or champ (CHAMP's human annotations)."""
+
+
+def _audit(data: dict, base: Path, problems: _Problems) -> AuditConfig | None:
+    section = data.get("audit")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        problems.add(("audit",), "a mapping: audit: {labels: FILE or champ}")
+        return None
+    values = dict(section)
+    try:
+        config = AuditConfig(**values)
+    except ValidationError as e:
+        for loc, msg in validation_problems(e, AuditConfig):
+            problems.add(("audit", *loc), msg)
+        return None
+    from .audit import BUILTIN
+
+    if config.labels not in BUILTIN:
+        path = Path(config.labels).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            problems.add(("audit", "labels"), f"no such file: {path} (a JSON-lines label file, or one of: {', '.join(BUILTIN)})")
+            return None
+        config.labels = str(path)
+    return config
 
 
 def _tokenizer(data: dict, base: Path, problems: _Problems) -> str | None:

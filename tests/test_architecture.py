@@ -36,6 +36,8 @@ ALLOWED = {
     "pipeline": CORE | {"models", "executors", "algorithms"},
     "versions": CORE | {"card", "algorithms"},  # algorithms: the token counts of shards and of the card's lineage
     "card": CORE,
+    # the audit against labels: core, algorithms (Wilson intervals), sources (CHAMP's annotations)
+    "audit": CORE | {"algorithms", "sources"},
     "report": CORE | {"pipeline"},
     "settings": {"errors", "pipeline"},  # pipeline: the step-name rule
 }

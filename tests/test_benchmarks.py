@@ -158,6 +158,18 @@ def check_pretrain(figures: dict, folder: Path) -> None:
         assert figures[f"classifier_{method}_precision"] > 3 * figures["classifier_random_precision"]
 
 
+def smoke_verify(folder: Path, request) -> list[str]:
+    return ["--limit", "40"]  # the first 40 hand-labelled CHAMP solutions
+
+
+def check_verify(figures: dict, folder: Path) -> None:
+    assert figures["labelled"] == 40 and figures["labelled_correct"] > 0
+    share(figures, "true_precision", "true_recall", "false_precision", "unknown_share", "baseline_true_precision",
+          "baseline_true_recall", "baseline_false_precision", "baseline_unknown_share")
+    positive(figures, "rows_per_s", "baseline_rows_per_s", "ratio")
+    assert figures["true_recall"] > 0.5  # the stage verifies most of the right answers, even on 40 rows
+
+
 # Started in this order; lm_scoring last, so that the others run while the session's tiny LM
 # trains (when no earlier test has trained it yet).
 SMOKE = {
@@ -166,6 +178,7 @@ SMOKE = {
     "select_target.py": (smoke_select_target, check_select_target),
     "scale.py": (smoke_scale, check_scale),
     "pretrain.py": (smoke_pretrain, check_pretrain),
+    "verify.py": (smoke_verify, check_verify),
     "lm_scoring.py": (smoke_lm_scoring, check_lm_scoring),
 }
 TIMEOUT_S = 600  # per run, from its start

@@ -79,8 +79,8 @@ def test_named_pipeline_with_overrides(tmp_path):
       heuristic_filter: {{min_words: 7}}
     """
     p = load_recipe(write(tmp_path, text)).pipeline()
-    assert p.steps == ["exact_dedup", "minhash_dedup", "heuristic_filter", "decontaminate", "perplexity_filter", "verify",
-                       "difficulty", "select_target", "rectify"]
+    assert p.steps == ["exact_dedup", "minhash_dedup", "heuristic_filter", "decontaminate", "verify", "difficulty",
+                       "select_target", "perplexity_filter", "rectify"]
     assert p.stages[2].config.min_words == 7
     assert p.stages[2].config.min_alpha_word_fraction == 0.2  # the rest of the chain's config is kept
     bad = text.replace("heuristic_filter: {{min", "heuristic_filtre: {{min")

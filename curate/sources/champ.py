@@ -155,6 +155,18 @@ def assemble(messages: list[dict], setting: str) -> tuple[str, str]:
     return text, "length" if solution.get("error") == "LENGTH_CURRENT" else "stop"
 
 
+def annotation_labels() -> dict[str, bool]:
+    """CHAMP's human annotations as audit labels: for each of the 540 annotated model solutions
+    (``fws_annotations``: the first wrong step, or none), its row id -> whether it is fully
+    correct (no wrong step marked). ``curate audit REF --labels champ`` reads them."""
+    labels = {}
+    for pid, problem in _load(data_path())["problems"].items():
+        for key, fws in (problem.get("fws_annotations") or {}).items():
+            model, setting = key.split("|", 1)
+            labels[f"{pid}/{model}/{setting}"] = fws.get("start_idx") in (None, "None")
+    return labels
+
+
 def reference_solution(problem: dict) -> str:
     steps = "\n".join(f"{i}. {step['_text']}" for i, step in enumerate(problem["solution"]["steps"], 1))
     return f"{steps}\n\nAnswer: {problem['_answer']}"
