@@ -311,7 +311,7 @@ def test_the_math_sft_chain_and_the_gpu_recipe_configure_prop2diff():
     stage = next(s for s in math_sft() if isinstance(s, Difficulty))
     c = stage.config
     assert (c.estimate, c.group_by, c.drop_incorrect, c.sampling, c.budget) == (
-        VerifiedEstimate(), "problem_id", True, Prop2Diff(k_p=12), None)
+        VerifiedEstimate(), "problem_id", True, Prop2Diff(k_p=16), None)
     steps = dict(zip((p := load_recipe(ROOT / "recipes" / "math_sft_gpu.yaml").pipeline()).steps, p.stages))
     c = steps["difficulty"].config
     assert (c.drop_incorrect, c.sampling, c.group_by) == (False, Prop2Diff(k_p=40), "problem_id")

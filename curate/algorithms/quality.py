@@ -157,24 +157,14 @@ def probabilities(data: bytes, s: TrainSettings, texts: list[str], workers: int 
     per batch)."""
     if workers <= 1 or len(texts) <= batch:
         return (loaded or Trained(data, s)).probability(texts)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from .workers import map_with_state
 
     parts = [texts[i : i + batch] for i in range(0, len(texts), batch)]
-    with ProcessPoolExecutor(min(workers, len(parts)), mp_context=multiprocessing.get_context("fork"),
-                             initializer=_worker_start, initargs=(data, s)) as pool:
-        return np.concatenate(list(pool.map(_worker_score, parts)))
+    return np.concatenate(map_with_state(Trained, (data, s), _score, parts, workers))
 
 
-_WORKER: dict[str, Trained] = {}  # a scoring worker process's model (the process ends with the scoring)
-
-
-def _worker_start(data: bytes, s: TrainSettings) -> None:
-    _WORKER["model"] = Trained(data, s)
-
-
-def _worker_score(texts: list[str]) -> np.ndarray:
-    return _WORKER["model"].probability(texts)
+def _score(model: Trained, texts: list[str]) -> np.ndarray:
+    return model.probability(texts)
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

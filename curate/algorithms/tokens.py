@@ -72,14 +72,11 @@ class TokenCounter:
         return [self._memo[k] for k in keys]
 
     def _in_processes(self, values: list[str], workers: int) -> list[int]:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from .workers import map_with_state
 
         step = WORKER_BATCH  # small, so the workers share a few huge documents evenly
         batches = [values[i : i + step] for i in range(0, len(values), step)]
-        with ProcessPoolExecutor(min(workers, len(batches)), mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_worker_start, initargs=(self.source,)) as pool:
-            return [n for part in pool.map(_worker_count, batches) for n in part]
+        return [n for part in map_with_state(_load_tokenizer, (self.source,), _tokenized, batches, workers) for n in part]
 
 
 def _tokenized(tok: Any, values: list[str]) -> list[int]:
@@ -92,17 +89,10 @@ def _tokenized(tok: Any, values: list[str]) -> list[int]:
     return counts
 
 
-_WORKER: dict[str, Any] = {}  # a counting worker process's tokenizer (the process ends with the count)
-
-
-def _worker_start(source: str) -> None:
+def _load_tokenizer(source: str) -> Any:
     from transformers import AutoTokenizer
 
-    _WORKER["tok"] = AutoTokenizer.from_pretrained(source, local_files_only=True)
-
-
-def _worker_count(values: list[str]) -> list[int]:
-    return _tokenized(_WORKER["tok"], values)
+    return AutoTokenizer.from_pretrained(source, local_files_only=True)
 
 
 def version_tokens(version: Any, counter: TokenCounter, cache: Path | None = None, workers: int = 1) -> int:
