@@ -182,7 +182,9 @@ class RayExecutor(Executor):
                 if address:
                     ray.init(address=address, **options)
                 else:
-                    ray.init(num_cpus=self.num_cpus, include_dashboard=False, **options)
+                    # "local": a cluster of its own, never one another process started on this machine
+                    # (ray.init() with no address would join the last `ray start` cluster)
+                    ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, **options)
                     self._owned = True
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = f"the Ray cluster at {address}" if address else "a local Ray cluster"

@@ -68,7 +68,7 @@ def test_every_stage_has_a_config_here():
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A real local Ray cluster in this process, shared by the module's tests."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 

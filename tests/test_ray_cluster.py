@@ -5,9 +5,13 @@ the end. The versions are the local run's."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -46,13 +50,46 @@ def cluster(tmp_path):
     ray = str(Path(sys.executable).parent / "ray")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # its own temp dir (short: Ray's socket paths must fit in 107 bytes), so that its processes are
+    # found by it and stopped alone -- `ray stop` would stop every Ray process of the machine,
+    # another test's cluster too
+    temp = tempfile.mkdtemp(prefix="rayc", dir="/tmp")
     started = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                              "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180)
+                              "--disable-usage-stats", f"--temp-dir={temp}"], capture_output=True, text=True, env=env,
+                             timeout=180)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        stop_processes_of(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_processes_of(temp: str, timeout: float = 5) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` s, to every process whose command line names
+    ``temp`` (the head node's GCS, raylet, workers...)."""
+    def pids() -> list[int]:
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if temp.encode() in (entry / "cmdline").read_bytes():
+                        out.append(int(entry.name))
+                except OSError:
+                    pass
+        return out
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        while pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not pids():
+            return
 
 
 def test_a_recipe_runs_on_a_cluster_started_with_ray_start_to_the_local_versions(cluster, tmp_path):
