@@ -25,14 +25,13 @@ unlabelled ones; a row whose id comes back after it was removed is counted where
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .algorithms.intervals import wilson_interval
 from .errors import SourceError, UsageError
-from .records import default_text_field, texts
+from .records import text_columns, texts
 from .store import Store, Version
 
 GOOD = {"good", "true", "1", "correct", "yes"}
@@ -56,15 +55,13 @@ def normal_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def read_labels(spec: str | Path, base: Path | None = None) -> Labels:
+def read_labels(spec: str | Path) -> Labels:
     """A label file (JSON lines) or a built-in label set (``champ``); errors name the file and line."""
     if str(spec) in BUILTIN:
         from .sources.champ import annotation_labels
 
         return Labels("champ (CHAMP's human annotations)", by_id=annotation_labels())
     path = Path(spec)
-    if base is not None and not path.is_absolute():
-        path = base / path
     if not path.is_file():
         raise UsageError(f"labels {path}: no such file (a JSON-lines file of {{\"id\" or \"text\", \"label\"}}, "
                          f"or one of the built-in label sets: {', '.join(BUILTIN)})")
@@ -163,14 +160,15 @@ class Audit:
                          f"{s.labelled_removed:,} | {s.precision} | {s.recall} | {s.good_share} |")
         pool, final = self.steps[0].good_share, self.steps[-1].good_share
         ratio = self.ratio
-        lines += ["", f"good share: pool {pool}, final {final}"
-                  + (f"; {ratio:.2f}x the pool's" if ratio is not None and math.isfinite(ratio) else "")]
+        lines += ["", f"good share: pool {pool}, final {final}" + (f"; {ratio:.2f}x the pool's" if ratio is not None else "")]
         return "\n".join(lines)
 
 
 def _row_text_ids(version: Version) -> dict[str, list[str]]:
-    table = version.table()
-    field = "response" if "messages" in table.column_names else default_text_field(table)
+    """Each normalised text of the version (SFT rows: the response) -> the ids of its rows; only
+    the id and text columns are read."""
+    field = "response" if "messages" in version.column_names else "text"
+    table = version.table(["id", *text_columns(field, version.column_names)])
     out: dict[str, list[str]] = {}
     for rid, text in zip(table.column("id").to_pylist(), texts(table, field)):
         out.setdefault(normal_text(text or ""), []).append(rid)

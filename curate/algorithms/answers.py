@@ -329,8 +329,8 @@ def yes_or_no(reference: str) -> str | None:
     is ...", "No integer solutions", "It is not possible", "The sequence is not periodic"),
     else None."""
     text = reference.strip()
-    if YES_NO.match(text) or re.fullmatch(r"(?i:yes|no)\W*", text):
-        return text[:3].strip(" ,.;:!").capitalize()
+    if m := YES_NO.match(text):
+        return m[1].capitalize()
     return "No" if NEGATIVE_REFERENCE.match(text) and not re.search(r"\d", text) else None
 
 

@@ -269,7 +269,10 @@ def near_duplicates(rows: Rows, field: str, c: MinhashDedupConfig, ctx: StageCon
         priority[:ours] = -np.nan_to_num(scores[nodes[:ours]], nan=-np.inf)
     order = np.lexsort((np.arange(len(nodes)), priority, nodes < n))  # reference rows first: always kept
     partner = graph.keep_in_order(order, verified)[:ours]
-    first = _survivors(labels, nodes >= n, priority)[labels[:ours]]  # the cluster's best row: its name
+    _, at = np.unique(labels[order], return_index=True)  # each cluster's first row in keep order: its name
+    best = np.empty(len(at), dtype=np.int64)
+    best[labels[order][at]] = order[at]
+    first = best[labels[:ours]]
     gone = partner >= 0
     kept_of = np.arange(n, dtype=np.int64)
     kept_of[nodes[:ours][gone]] = nodes[partner[gone]]
@@ -413,16 +416,3 @@ def verified_pairs(pairs: np.ndarray, sig: np.ndarray, c: MinhashDedupConfig, se
     rows = lsh.sorted_unique(doubtful.ravel())
     sets = dict(zip(rows.tolist(), sets_of(rows))) if len(rows) else {}
     return np.concatenate([pairs[sure], doubtful[lsh.exact_jaccard(sets, doubtful) >= c.threshold]])
-
-
-def _survivors(labels: np.ndarray, is_ref: np.ndarray, priority: np.ndarray) -> np.ndarray:
-    """For each cluster label, the node that survives: a reference row if the cluster has
-    one (the first), else the lowest ``priority`` (ties: the first)."""
-    total = len(labels)
-    idx = np.arange(total)
-    order = np.lexsort((idx, priority, ~is_ref, labels))  # by label, refs first, best priority, first row
-    first_of_label = np.ones(total, dtype=bool)
-    first_of_label[1:] = labels[order][1:] != labels[order][:-1]
-    winner = np.empty(labels.max() + 1 if total else 0, dtype=np.int64)
-    winner[labels[order][first_of_label]] = order[first_of_label]
-    return winner

@@ -42,7 +42,7 @@ Records = dict  # column name -> numpy array, all of one length
 
 
 def cluster(plan: Plan, rows: Rows, field: str, c, signatures: list, keys: list[tuple], starts: np.ndarray,
-            label: str) -> tuple[np.ndarray, np.ndarray]:
+            label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kept_of, jaccard, cluster_of) as ``near_duplicates`` returns them, from ``signatures`` (the map
     output handle of each block: (signatures, valid, text lengths)) and ``keys`` (for each
     partition, the handles of its candidate pair keys ``i * n + j``, routed by i)."""
